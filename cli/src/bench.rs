@@ -1,0 +1,216 @@
+//! `adamllm bench`: throughput figures for BENCHMARKS.md (JSON lines + a table).
+//! Timings are medians over repeats after a warm-up run; nothing here is asserted in tests.
+
+use std::time::Instant;
+
+use adamllm::burn::tensor::DType;
+use adamllm::device::{DeviceChoice, select_device};
+use adamllm::generation::{GenerationOptions, PromptInput, generate};
+use adamllm::models::layers::tensor_to_vec;
+use adamllm::models::qwen2_vl::image_processor::process_image;
+use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
+use adamllm::models::qwen2_vl::weights::parameter_count;
+use adamllm::models::qwen2_vl::{Qwen2Vl, TokenBatch};
+use anyhow::Result;
+use clap::Subcommand;
+use serde::Serialize;
+
+/// What to benchmark.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Prefill and decode tokens/s of the built-in presets, and peak memory while loading.
+    Forward {
+        /// Presets to run (comma-separated): tiny, small.
+        #[arg(long, default_value = "tiny,small")]
+        presets: String,
+        /// Devices to run (comma-separated): cpu, wgpu, auto, vulkan, ...
+        #[arg(long, default_value = "cpu,wgpu")]
+        devices: String,
+        /// Text tokens in the prompt (one image is added on top).
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        /// Tokens generated for the decode figure.
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        /// Prompts per batch.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed repeats (median reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+}
+
+#[derive(Serialize)]
+struct ForwardRow {
+    bench: &'static str,
+    preset: String,
+    parameters: usize,
+    device: String,
+    adapter: String,
+    batch: usize,
+    prompt_tokens: usize,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+    load_seconds: f64,
+    peak_rss_mib_after_load: f64,
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs a bench subcommand.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Forward {
+            presets,
+            devices,
+            prompt_tokens,
+            new_tokens,
+            batch,
+            repeats,
+        } => {
+            let mut rows = Vec::new();
+            let tmp = tempfile::tempdir()?;
+            for preset_name in presets.split(',') {
+                let preset: Preset = preset_name.trim().parse().map_err(anyhow::Error::msg)?;
+                let dir = tmp.path().join(preset_name.trim());
+                let cfg = init_model_dir(&dir, preset, 0, true)?;
+                for device_name in devices.split(',') {
+                    let choice: DeviceChoice =
+                        device_name.trim().parse().map_err(anyhow::Error::msg)?;
+                    let selected = select_device(choice)?;
+                    let t0 = Instant::now();
+                    let model = Qwen2Vl::load(&dir, &selected.device, DType::F32)?;
+                    let load_seconds = t0.elapsed().as_secs_f64();
+                    let peak = peak_rss_mib();
+                    let prompt = bench_prompt(&model, prompt_tokens)?;
+                    let prompts: Vec<PromptInput> = (0..batch).map(|_| prompt.clone()).collect();
+                    let tokens = prompt.ids.len() * batch;
+                    let time_prefill = || -> Result<f64> {
+                        let t = Instant::now();
+                        let b = TokenBatch::from_sequences(
+                            prompts
+                                .iter()
+                                .map(|p| (p.ids.clone(), p.images.clone()))
+                                .collect(),
+                            model.processor.pad_id,
+                            true,
+                        );
+                        let out = model.forward(&b, None)?;
+                        let l = b.dims().1;
+                        // Read one value back so the device has really finished.
+                        let _ =
+                            tensor_to_vec(model.model.text.logits(out.hidden.narrow(1, l - 1, 1)));
+                        Ok(t.elapsed().as_secs_f64())
+                    };
+                    time_prefill()?; // warm-up (shader compilation on wgpu)
+                    let prefill = median(
+                        (0..repeats)
+                            .map(|_| time_prefill())
+                            .collect::<Result<_>>()?,
+                    );
+                    let options = GenerationOptions {
+                        max_new_tokens: new_tokens,
+                        ignore_eos: true,
+                        ..Default::default()
+                    };
+                    generate(&model, &prompts, &options)?; // warm-up
+                    let total = median(
+                        (0..repeats)
+                            .map(|_| -> Result<f64> {
+                                let t = Instant::now();
+                                generate(&model, &prompts, &options)?;
+                                Ok(t.elapsed().as_secs_f64())
+                            })
+                            .collect::<Result<_>>()?,
+                    );
+                    let decode_time = (total - prefill).max(1e-9);
+                    rows.push(ForwardRow {
+                        bench: "forward",
+                        preset: preset_name.trim().to_string(),
+                        parameters: parameter_count(&cfg),
+                        device: choice.to_string(),
+                        adapter: selected.description.clone(),
+                        batch,
+                        prompt_tokens: prompt.ids.len(),
+                        prefill_tokens_per_s: tokens as f64 / prefill,
+                        decode_tokens_per_s: ((new_tokens - 1) * batch) as f64 / decode_time,
+                        load_seconds,
+                        peak_rss_mib_after_load: peak,
+                    });
+                    println!("{}", serde_json::to_string(rows.last().expect("row"))?);
+                }
+            }
+            eprintln!(
+                "\n{:<6} {:<6} {:>11} {:>6} {:>14} {:>14} {:>10}",
+                "preset", "device", "params", "batch", "prefill tok/s", "decode tok/s", "load s"
+            );
+            for r in &rows {
+                eprintln!(
+                    "{:<6} {:<6} {:>11} {:>6} {:>14.1} {:>14.1} {:>10.2}",
+                    r.preset,
+                    r.device,
+                    r.parameters,
+                    r.batch,
+                    r.prefill_tokens_per_s,
+                    r.decode_tokens_per_s,
+                    r.load_seconds
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A prompt of about `text_tokens` text tokens plus one 112×84 synthetic image.
+fn bench_prompt(model: &Qwen2Vl, text_tokens: usize) -> Result<PromptInput> {
+    let img = image::RgbImage::from_fn(112, 84, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
+    });
+    let processed = process_image(
+        &image::DynamicImage::ImageRgb8(img),
+        &model.processor.image_config,
+    )?;
+    let words = "the stained tissue shows round nuclei near the border of the sample ";
+    let mut text = String::new();
+    while model
+        .processor
+        .tokenizer
+        .encode(text.as_str(), false)
+        .map_err(anyhow::Error::msg)?
+        .len()
+        < text_tokens
+    {
+        text.push_str(words);
+    }
+    let conv = adamllm::data::conversation::Conversation::user_prompt(
+        &text,
+        vec![std::path::PathBuf::from("synthetic.png")],
+    );
+    let enc = model.processor.encode(
+        &conv,
+        std::slice::from_ref(&processed),
+        true,
+        adamllm::models::qwen2_vl::processor::LabelMode::AssistantTurns,
+    )?;
+    Ok(PromptInput {
+        ids: enc.ids,
+        images: vec![processed],
+    })
+}

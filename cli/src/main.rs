@@ -1,0 +1,490 @@
+//! `adamllm`: the command line over adamllm-core. Argument parsing and printing only; every
+//! computation lives in the core library that the web page also uses.
+
+mod bench;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use adamllm::burn::tensor::DType;
+use adamllm::data::conversation::{Conversation, Message, Role};
+use adamllm::device::{DeviceChoice, SelectedDevice, list_adapters, select_device};
+#[cfg(feature = "benchmark-files")]
+use adamllm::eval::BenchmarkTask;
+#[cfg(feature = "benchmark-files")]
+use adamllm::eval::benchmark::{BenchmarkRow, ReadOptions, read_benchmark};
+#[cfg(feature = "benchmark-files")]
+use adamllm::eval::custom_task::EvalTask;
+#[cfg(feature = "benchmark-files")]
+use adamllm::eval::runner::{
+    EvalError, EvalOptions, Suite, render_results_table, run_eval, run_suite,
+};
+use adamllm::eval::score_predictions_file;
+use adamllm::generation::{GenerationOptions, PromptInput, generate};
+use adamllm::io::write_json_atomic;
+use adamllm::loss::{encode_dataset, mean_loss};
+use adamllm::models::qwen2_vl::Qwen2Vl;
+use adamllm::models::qwen2_vl::image_processor::load_and_process;
+use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
+use adamllm::models::qwen2_vl::processor::LabelMode;
+use adamllm::models::qwen2_vl::weights::parameter_count;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+/// Domain-specific post-training of multimodal LLMs (AdaMLLM), on any GPU API or the CPU.
+#[derive(Parser)]
+#[command(name = "adamllm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Device and precision flags shared by every command that runs a model.
+#[derive(Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// auto (a real GPU, else CPU), cpu, wgpu (default adapter, CPU adapters included),
+    /// vulkan, metal or dx12.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceChoice,
+    /// Float precision of weights and activations: f32 or f16 (where the device supports it).
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    pub dtype: DType,
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse()
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        other => Err(format!("unknown dtype {other:?}; expected f32 or f16")),
+    }
+}
+
+impl DeviceArgs {
+    /// Selects the device and checks the dtype against it.
+    pub fn select(&self) -> Result<SelectedDevice> {
+        let selected = select_device(self.device)?;
+        if self.dtype == DType::F16 && !selected.supports_f16 {
+            bail!(
+                "--dtype f16 is not supported on {} (no shader-f16); use --dtype f32",
+                selected.description
+            );
+        }
+        Ok(selected)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the device `--device` resolves to and every adapter wgpu sees.
+    Info {
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a random-weight model folder (Hugging Face layout) of a built-in shape.
+    Init {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// tiny (~1M parameters) or small (~60M).
+        #[arg(long, default_value = "tiny")]
+        preset: Preset,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Overwrite a folder that already holds a model.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Generate a reply to one prompt (with optional images).
+    Generate {
+        /// Model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Image file; repeat for several. `<image>` in the prompt marks where each goes
+        /// (default: all images before the text).
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// The user message.
+        #[arg(long)]
+        prompt: String,
+        /// System message (default: the Qwen2-VL default system prompt).
+        #[arg(long)]
+        system: Option<String>,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Nucleus sampling mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// Top-k sampling (0 = off).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print a JSON object (text, token ids, finish reason) instead of the text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Mean cross-entropy per supervised token over a ShareGPT/LLaVA dataset (JSON output).
+    Loss {
+        /// Model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Dataset file (.json array or .jsonl).
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder image paths are relative to (default: the dataset's folder).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Examples per forward pass.
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Score benchmark predictions with the paper's metrics (no model needed).
+    Score {
+        /// VQA_RAD, SLAKE, PathVQA, PMC-VQA, Food101, FoodSeg103, Nutrition5K or Recipe1M.
+        #[arg(long)]
+        task: String,
+        /// JSONL rows with the benchmark fields and `pred`.
+        #[arg(long)]
+        predictions: PathBuf,
+        /// Also write the result JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    #[cfg(feature = "benchmark-files")]
+    /// Generate answers for a benchmark with the paper's settings and score them.
+    Eval {
+        /// Model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// A task name (VQA_RAD, SLAKE, PathVQA, PMC-VQA, Food101, FoodSeg103, Nutrition5K,
+        /// Recipe1M), a suite (all-biomed, all-food) or a custom task file (.yaml).
+        #[arg(long)]
+        task: String,
+        /// Benchmark file (.jsonl or .parquet); for a suite, a folder holding
+        /// `<task>.jsonl` or `<task>.parquet` per task.
+        #[arg(long)]
+        data: PathBuf,
+        /// Folder image paths are relative to (default: the benchmark file's folder).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Output folder (predictions.jsonl, results.json, results.md). Reruns resume.
+        #[arg(long)]
+        out: PathBuf,
+        /// Prompts per generation batch.
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+        /// Evaluate only the first N rows.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Override the task's max new tokens (paper: 1024; 256 for Food101, FoodSeg103,
+        /// Nutrition5K).
+        #[arg(long)]
+        max_new_tokens: Option<usize>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Benchmarks (figures for BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_model(dir: &PathBuf, device: &DeviceArgs) -> Result<(Qwen2Vl, SelectedDevice)> {
+    let selected = device.select()?;
+    let model = Qwen2Vl::load(dir, &selected.device, device.dtype)?;
+    Ok((model, selected))
+}
+
+#[cfg(feature = "benchmark-files")]
+fn eval_command(
+    model_dir: &PathBuf,
+    task_arg: &str,
+    data: &std::path::Path,
+    images: Option<PathBuf>,
+    out: &std::path::Path,
+    opts: EvalOptions,
+    device: &DeviceArgs,
+) -> Result<()> {
+    // Check the task and the data before loading the model.
+    if let Some(suite) = Suite::from_arg(task_arg) {
+        let files: Vec<(BenchmarkTask, PathBuf)> = suite
+            .tasks()
+            .into_iter()
+            .map(|t| {
+                let jsonl = data.join(format!("{}.jsonl", t.name()));
+                let parquet = data.join(format!("{}.parquet", t.name()));
+                let file = if jsonl.exists() { jsonl } else { parquet };
+                (t, file)
+            })
+            .collect();
+        for (t, f) in &files {
+            if !f.exists() {
+                bail!(
+                    "{}: no {}.jsonl or {}.parquet for suite {}",
+                    data.display(),
+                    t.name(),
+                    t.name(),
+                    suite.name()
+                );
+            }
+        }
+        let (model, _) = load_model(model_dir, device)?;
+        let bar = progress::bar(0, "eval");
+        let mut load = |t: BenchmarkTask| -> Result<Vec<BenchmarkRow>, EvalError> {
+            let file = &files.iter().find(|(x, _)| *x == t).expect("listed").1;
+            let read = ReadOptions {
+                images_dir: images.clone(),
+                required_fields: EvalTask::Builtin(t).required_fields(),
+                limit: opts.limit,
+            };
+            Ok(read_benchmark(file, &read)?)
+        };
+        let summaries = run_suite(
+            &model,
+            suite,
+            &mut load,
+            out,
+            &opts,
+            &mut |t, done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_prefix(t.name().to_string());
+            },
+        )?;
+        bar.finish_and_clear();
+        println!("{}", render_results_table(&summaries));
+        return Ok(());
+    }
+    let task = EvalTask::from_arg(task_arg)?;
+    let read = ReadOptions {
+        images_dir: images,
+        required_fields: task.required_fields(),
+        limit: opts.limit,
+    };
+    let rows = read_benchmark(data, &read)?;
+    let (model, _) = load_model(model_dir, device)?;
+    let bar = progress::bar(rows.len() as u64, "eval");
+    let summary = run_eval(&model, &task, &rows, out, &opts, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} examples, {:.2} examples/s; predictions in {}",
+        summary.examples,
+        summary.examples_per_second,
+        summary.predictions_path.display()
+    );
+    println!("{}", serde_json::to_string(&summary.results)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { device, json } => {
+            let selected = device.select()?;
+            let adapters = list_adapters();
+            if json {
+                let v = serde_json::json!({
+                    "device": selected.description,
+                    "backend": selected.backend,
+                    "reason": selected.reason,
+                    "f16": selected.supports_f16,
+                    "adapters": adapters,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("device:  {} [{}]", selected.description, selected.backend);
+                println!("reason:  {}", selected.reason);
+                println!(
+                    "f16:     {}",
+                    if selected.supports_f16 { "yes" } else { "no" }
+                );
+                println!("adapters seen by wgpu ({}):", adapters.len());
+                for a in &adapters {
+                    println!(
+                        "  - {} | {} | {} | f16: {} | max buffer {} MiB | max storage binding {} MiB{}",
+                        a.name,
+                        a.device_type,
+                        a.backend,
+                        if a.shader_f16 { "yes" } else { "no" },
+                        a.max_buffer_size >> 20,
+                        a.max_storage_buffer_binding_size >> 20,
+                        if a.is_real_gpu {
+                            ""
+                        } else {
+                            " | CPU-type: never chosen by auto"
+                        }
+                    );
+                }
+            }
+        }
+        Command::Init {
+            out,
+            preset,
+            seed,
+            force,
+        } => {
+            let cfg = init_model_dir(&out, preset, seed, force)?;
+            println!(
+                "wrote {} ({:?} preset, {} parameters, seed {seed})",
+                out.display(),
+                preset,
+                parameter_count(&cfg)
+            );
+        }
+        Command::Generate {
+            model,
+            image,
+            prompt,
+            system,
+            max_new_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            json,
+            device,
+        } => {
+            let (model, _) = load_model(&model, &device)?;
+            let mut conversation = if prompt.contains("<image>") {
+                Conversation {
+                    messages: vec![Message {
+                        role: Role::User,
+                        content: prompt.clone(),
+                    }],
+                    images: image.clone(),
+                }
+            } else {
+                Conversation::user_prompt(&prompt, image.clone())
+            };
+            if let Some(s) = system {
+                conversation.messages.insert(
+                    0,
+                    Message {
+                        role: Role::System,
+                        content: s,
+                    },
+                );
+            }
+            let images = image
+                .iter()
+                .map(|p| load_and_process(p, &model.processor.image_config))
+                .collect::<Result<Vec<_>, _>>()?;
+            let encoded = model
+                .processor
+                .encode(&conversation, &images, true, LabelMode::AssistantTurns)
+                .context("--prompt")?;
+            let options = GenerationOptions {
+                max_new_tokens,
+                temperature,
+                top_p,
+                top_k,
+                seed,
+                ..Default::default()
+            };
+            let out = generate(
+                &model,
+                &[PromptInput {
+                    ids: encoded.ids,
+                    images,
+                }],
+                &options,
+            )?;
+            let g = &out[0];
+            let text = model.processor.decode(&g.token_ids)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"text": text, "token_ids": g.token_ids,
+                        "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens})
+                );
+            } else {
+                println!("{text}");
+            }
+        }
+        Command::Loss {
+            model,
+            data,
+            images,
+            batch_size,
+            device,
+        } => {
+            let (model, _) = load_model(&model, &device)?;
+            let examples =
+                encode_dataset(&model, &data, images.as_deref(), LabelMode::AssistantTurns)?;
+            let bar = progress::bar(examples.len() as u64, "loss");
+            let report = mean_loss(&model, &examples, batch_size, |n| bar.inc(n as u64))?;
+            bar.finish_and_clear();
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Score {
+            task,
+            predictions,
+            out,
+        } => {
+            let task: adamllm::eval::BenchmarkTask = task.parse()?;
+            let score = score_predictions_file(task, &predictions)?;
+            if let Some(out) = out {
+                write_json_atomic(&out, &score)?;
+            }
+            println!("{}", serde_json::to_string(&score)?);
+        }
+        #[cfg(feature = "benchmark-files")]
+        Command::Eval {
+            model,
+            task,
+            data,
+            images,
+            out,
+            batch_size,
+            limit,
+            max_new_tokens,
+            device,
+        } => eval_command(
+            &model,
+            &task,
+            &data,
+            images,
+            &out,
+            EvalOptions {
+                batch_size,
+                limit,
+                max_new_tokens,
+            },
+            &device,
+        )?,
+        Command::Bench { what } => bench::run(what)?,
+    }
+    Ok(())
+}

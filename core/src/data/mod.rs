@@ -1,0 +1,3 @@
+//! Datasets: conversations with images in the formats LLaMA-Factory reads.
+
+pub mod conversation;

@@ -1,0 +1,326 @@
+//! Device selection: `auto | cpu | wgpu | vulkan | metal | dx12`.
+//!
+//! `auto` takes a real GPU adapter (discrete, then integrated, then virtual) through wgpu and
+//! never a CPU-type adapter (lavapipe, llvmpipe, SwiftShader, WARP): those are about 10× slower
+//! than Burn's pure-Rust `flex` backend, which is the fallback. `wgpu` takes wgpu's default
+//! adapter whatever its type (this is how CI exercises the wgpu path on lavapipe);
+//! `vulkan`/`metal`/`dx12` pin the graphics API (still compiling our WGSL kernels).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
+
+use burn::tensor::wgpu::{WgpuBackend, wgpu};
+use burn::tensor::{Device, DeviceKind};
+use serde::Serialize;
+
+/// What the user asked for with `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DeviceChoice {
+    /// A real GPU if there is one, else the `flex` CPU backend.
+    #[default]
+    Auto,
+    /// Burn's `flex` CPU backend.
+    Cpu,
+    /// wgpu's default adapter, whatever its type (CPU adapters included).
+    Wgpu,
+    /// wgpu pinned to Vulkan.
+    Vulkan,
+    /// wgpu pinned to Metal.
+    Metal,
+    /// wgpu pinned to DirectX 12.
+    Dx12,
+}
+
+impl DeviceChoice {
+    /// Every accepted name.
+    pub const NAMES: [&'static str; 6] = ["auto", "cpu", "wgpu", "vulkan", "metal", "dx12"];
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" => Self::Auto,
+            "cpu" | "flex" => Self::Cpu,
+            "wgpu" => Self::Wgpu,
+            "vulkan" => Self::Vulkan,
+            "metal" => Self::Metal,
+            "dx12" => Self::Dx12,
+            other => {
+                return Err(format!(
+                    "unknown device {other:?}; expected one of {}",
+                    Self::NAMES.join(", ")
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = [
+            Self::Auto,
+            Self::Cpu,
+            Self::Wgpu,
+            Self::Vulkan,
+            Self::Metal,
+            Self::Dx12,
+        ]
+        .iter()
+        .position(|c| c == self)
+        .expect("listed");
+        f.write_str(Self::NAMES[i])
+    }
+}
+
+/// One adapter wgpu reports.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// Adapter name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)").
+    pub name: String,
+    /// `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` or `Other`.
+    pub device_type: String,
+    /// Graphics API.
+    pub backend: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Whether `shader-f16` is available.
+    pub shader_f16: bool,
+    /// Largest buffer.
+    pub max_buffer_size: u64,
+    /// Largest storage buffer binding (what bounds one tensor, e.g. an embedding table).
+    pub max_storage_buffer_binding_size: u64,
+    /// Whether `auto` would consider it (not a CPU-type adapter).
+    pub is_real_gpu: bool,
+}
+
+/// The device chosen for a command.
+#[derive(Clone)]
+pub struct SelectedDevice {
+    /// The Burn device.
+    pub device: Device,
+    /// Short backend name: `flex` or `wgpu`.
+    pub backend: &'static str,
+    /// Human description (adapter name and API, or "CPU (flex)").
+    pub description: String,
+    /// Why it was chosen.
+    pub reason: String,
+    /// Whether f16 compute is supported.
+    pub supports_f16: bool,
+}
+
+impl fmt::Debug for SelectedDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.description, self.reason)
+    }
+}
+
+/// Device selection failure.
+#[derive(Debug, thiserror::Error)]
+#[error("device {choice}: {message}")]
+pub struct DeviceError {
+    /// What was asked.
+    pub choice: DeviceChoice,
+    /// Why it failed.
+    pub message: String,
+}
+
+/// Lists every adapter on every graphics API compiled into this build.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    static CACHE: OnceLock<Vec<AdapterSummary>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| {
+            let backends = wgpu::Backends::all();
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+            adapters
+                .iter()
+                .map(|a| {
+                    let info = a.get_info();
+                    let limits = a.limits();
+                    AdapterSummary {
+                        is_real_gpu: matches!(
+                            info.device_type,
+                            wgpu::DeviceType::DiscreteGpu
+                                | wgpu::DeviceType::IntegratedGpu
+                                | wgpu::DeviceType::VirtualGpu
+                        ) && !looks_like_software(&info.name),
+                        name: info.name.clone(),
+                        device_type: format!("{:?}", info.device_type),
+                        backend: format!("{:?}", info.backend),
+                        driver: format!("{} {}", info.driver, info.driver_info)
+                            .trim()
+                            .to_string(),
+                        shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
+                        max_buffer_size: limits.max_buffer_size,
+                        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size
+                            as u64,
+                    }
+                })
+                .collect()
+        })
+        .clone()
+}
+
+/// Software rasterizers that some drivers report with a GPU type.
+fn looks_like_software(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "llvmpipe",
+        "lavapipe",
+        "swiftshader",
+        "warp",
+        "softpipe",
+        "microsoft basic render",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+fn flex(reason: impl Into<String>) -> SelectedDevice {
+    SelectedDevice {
+        device: Device::flex(),
+        backend: "flex",
+        description: "CPU (Burn flex backend)".into(),
+        reason: reason.into(),
+        supports_f16: true,
+    }
+}
+
+/// Devices initialized with a pinned graphics API, kept so each is initialized once.
+fn pinned_devices() -> &'static Mutex<HashMap<DeviceChoice, Device>> {
+    static DEVICES: OnceLock<Mutex<HashMap<DeviceChoice, Device>>> = OnceLock::new();
+    DEVICES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Resolves a `--device` choice to a Burn device.
+pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError> {
+    let err = |message: String| DeviceError { choice, message };
+    match choice {
+        DeviceChoice::Cpu => Ok(flex("asked for the CPU")),
+        DeviceChoice::Auto => {
+            let adapters = list_adapters();
+            for (ty, kind) in [
+                ("DiscreteGpu", DeviceKind::DiscreteGpu(0)),
+                ("IntegratedGpu", DeviceKind::IntegratedGpu(0)),
+                ("VirtualGpu", DeviceKind::VirtualGpu(0)),
+            ] {
+                if let Some(a) = adapters
+                    .iter()
+                    .find(|a| a.device_type == ty && a.is_real_gpu)
+                {
+                    return Ok(SelectedDevice {
+                        device: Device::wgpu(kind),
+                        backend: "wgpu",
+                        description: format!("{} ({}, {})", a.name, a.device_type, a.backend),
+                        reason: "auto: first real GPU adapter".into(),
+                        supports_f16: a.shader_f16,
+                    });
+                }
+            }
+            let seen: Vec<String> = adapters
+                .iter()
+                .map(|a| format!("{} ({})", a.name, a.device_type))
+                .collect();
+            Ok(flex(if seen.is_empty() {
+                "auto: no wgpu adapter found".to_string()
+            } else {
+                format!(
+                    "auto: only CPU-type adapters found ({}), flex is faster",
+                    seen.join(", ")
+                )
+            }))
+        }
+        DeviceChoice::Wgpu => {
+            let adapters = list_adapters();
+            let best = adapters
+                .iter()
+                .find(|a| a.is_real_gpu)
+                .or_else(|| adapters.first())
+                .ok_or_else(|| {
+                    err("no wgpu adapter found (is a Vulkan driver installed?)".into())
+                })?;
+            Ok(SelectedDevice {
+                device: Device::wgpu(DeviceKind::DefaultDevice),
+                backend: "wgpu",
+                description: format!("{} ({}, {})", best.name, best.device_type, best.backend),
+                reason: "asked for wgpu's default adapter".into(),
+                supports_f16: best.shader_f16,
+            })
+        }
+        DeviceChoice::Vulkan | DeviceChoice::Metal | DeviceChoice::Dx12 => {
+            let (api, api_name) = match choice {
+                DeviceChoice::Vulkan => (WgpuBackend::Vulkan, "Vulkan"),
+                DeviceChoice::Metal => (WgpuBackend::Metal, "Metal"),
+                _ => (WgpuBackend::Dx12, "Dx12"),
+            };
+            let adapters = list_adapters();
+            let on_api: Vec<&AdapterSummary> =
+                adapters.iter().filter(|a| a.backend == api_name).collect();
+            let best = on_api
+                .iter()
+                .find(|a| a.is_real_gpu)
+                .or_else(|| on_api.first())
+                .ok_or_else(|| err(format!("no {api_name} adapter found")))?;
+            let mut pinned = pinned_devices().lock().expect("device registry");
+            let device = match pinned.get(&choice) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = Device::wgpu_options()
+                        .graphics_api(api)
+                        .init()
+                        .map_err(|e| err(e.to_string()))?;
+                    pinned.insert(choice, d.clone());
+                    d
+                }
+            };
+            Ok(SelectedDevice {
+                device,
+                backend: "wgpu",
+                description: format!("{} ({}, {})", best.name, best.device_type, best.backend),
+                reason: format!("asked for {api_name}"),
+                supports_f16: best.shader_f16,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for n in DeviceChoice::NAMES {
+            assert_eq!(n.parse::<DeviceChoice>().unwrap().to_string(), n);
+        }
+        assert!(
+            "tpu"
+                .parse::<DeviceChoice>()
+                .unwrap_err()
+                .contains("auto, cpu")
+        );
+    }
+
+    #[test]
+    fn software_adapters_are_never_real_gpus() {
+        assert!(looks_like_software("llvmpipe (LLVM 15.0.7, 256 bits)"));
+        assert!(looks_like_software("SwiftShader Device (Subzero)"));
+        assert!(!looks_like_software("AMD Radeon RX 7900 XTX"));
+    }
+
+    #[test]
+    fn auto_never_picks_a_cpu_adapter() {
+        let chosen = select_device(DeviceChoice::Auto).unwrap();
+        if chosen.backend == "wgpu" {
+            assert!(list_adapters().iter().any(|a| a.is_real_gpu));
+        } else {
+            assert!(list_adapters().iter().all(|a| !a.is_real_gpu));
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Hugging Face safetensors checkpoints: a single `model.safetensors` or shards listed in
+//! `model.safetensors.index.json`.
+//!
+//! Reading streams one tensor at a time from the file (no mmap of the whole checkpoint), so
+//! peak memory while loading stays near one copy of the weights. bf16 / f16 / f32 / f64 on disk
+//! convert to f32; other dtypes are refused with the tensor's name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use safetensors::Dtype;
+use serde::Deserialize;
+
+use crate::io::{FileError, read_json_file, write_atomic};
+
+/// File name of an unsharded checkpoint.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// File name of the shard index.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Where one tensor lives on disk.
+#[derive(Debug, Clone)]
+struct TensorLocation {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Absolute byte range within the shard file.
+    start: u64,
+    end: u64,
+}
+
+#[derive(Deserialize)]
+struct HeaderEntry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// An opened checkpoint: headers parsed, data read on demand.
+#[derive(Debug)]
+pub struct CheckpointReader {
+    shard_paths: Vec<PathBuf>,
+    tensors: HashMap<String, TensorLocation>,
+}
+
+impl CheckpointReader {
+    /// Opens the checkpoint of a model folder (single file or sharded).
+    pub fn open_dir(model_dir: &Path) -> Result<Self, FileError> {
+        let single = model_dir.join(SINGLE_FILE);
+        let index = model_dir.join(INDEX_FILE);
+        if index.exists() {
+            let parsed: ShardIndex = read_json_file(&index)?;
+            let mut shard_names: Vec<String> = parsed.weight_map.values().cloned().collect();
+            shard_names.sort();
+            shard_names.dedup();
+            let mut reader = Self {
+                shard_paths: Vec::new(),
+                tensors: HashMap::new(),
+            };
+            for name in &shard_names {
+                reader.add_shard(&model_dir.join(name))?;
+            }
+            for (tensor, shard) in &parsed.weight_map {
+                if !reader.tensors.contains_key(tensor) {
+                    return Err(FileError::tensor(
+                        &model_dir.join(shard),
+                        tensor,
+                        format!("listed in {INDEX_FILE} but not present in the shard"),
+                    ));
+                }
+            }
+            Ok(reader)
+        } else if single.exists() {
+            Self::open_files(&[single])
+        } else {
+            Err(FileError::new(
+                model_dir,
+                format!("no {SINGLE_FILE} or {INDEX_FILE} in the model folder"),
+            ))
+        }
+    }
+
+    /// Opens one or more safetensors files as one checkpoint.
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self, FileError> {
+        let mut reader = Self {
+            shard_paths: Vec::new(),
+            tensors: HashMap::new(),
+        };
+        for p in paths {
+            reader.add_shard(p)?;
+        }
+        Ok(reader)
+    }
+
+    fn add_shard(&mut self, path: &Path) -> Result<(), FileError> {
+        let not_st = |msg: String| FileError::new(path, format!("not a safetensors file: {msg}"));
+        let mut file = File::open(path).map_err(|e| FileError::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| FileError::io(path, e))?.len();
+        let mut len_bytes = [0u8; 8];
+        file.read_exact(&mut len_bytes)
+            .map_err(|_| not_st("shorter than the 8-byte header length".into()))?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > 100 * 1024 * 1024 || 8 + header_len > file_len {
+            return Err(not_st(format!(
+                "header length {header_len} does not fit a {file_len}-byte file"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header)
+            .map_err(|e| not_st(format!("cannot read header: {e}")))?;
+        let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| not_st(format!("header is not JSON: {e}")))?;
+        let data_start = 8 + header_len;
+        let shard = self.shard_paths.len();
+        let mut data_end = 0u64;
+        for (name, value) in header {
+            if name == "__metadata__" {
+                continue;
+            }
+            let entry: HeaderEntry = serde_json::from_value(value).map_err(|e| {
+                FileError::tensor(path, &name, format!("malformed header entry: {e}"))
+            })?;
+            let (a, b) = entry.data_offsets;
+            data_end = data_end.max(b);
+            self.tensors.insert(
+                name,
+                TensorLocation {
+                    shard,
+                    dtype: entry.dtype,
+                    shape: entry.shape,
+                    start: data_start + a,
+                    end: data_start + b,
+                },
+            );
+        }
+        if data_start + data_end > file_len {
+            return Err(FileError::new(
+                path,
+                format!(
+                    "truncated: the header describes {} bytes of data but the file has {}",
+                    data_end,
+                    file_len - data_start
+                ),
+            ));
+        }
+        self.shard_paths.push(path.to_path_buf());
+        Ok(())
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether the checkpoint holds `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.shape.as_slice())
+    }
+
+    /// Storage dtype of a tensor, if present.
+    pub fn dtype(&self, name: &str) -> Option<Dtype> {
+        self.tensors.get(name).map(|t| t.dtype)
+    }
+
+    /// The file that holds `name` (the first shard when absent, for error messages).
+    pub fn file_of(&self, name: &str) -> &Path {
+        let shard = self.tensors.get(name).map(|t| t.shard).unwrap_or(0);
+        self.shard_paths
+            .get(shard)
+            .map(PathBuf::as_path)
+            .unwrap_or(Path::new("<checkpoint>"))
+    }
+
+    /// Reads a tensor as f32, checking its shape. Errors name the file and the tensor.
+    pub fn read_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>, FileError> {
+        let loc = self.tensors.get(name).ok_or_else(|| {
+            FileError::tensor(self.file_of(name), name, "missing from the checkpoint")
+        })?;
+        let path = &self.shard_paths[loc.shard];
+        if loc.shape != expected_shape {
+            return Err(FileError::tensor(
+                path,
+                name,
+                format!(
+                    "wrong shape: expected {expected_shape:?}, found {:?}",
+                    loc.shape
+                ),
+            ));
+        }
+        let count: usize = loc.shape.iter().product();
+        let width = match loc.dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
+            other => {
+                return Err(FileError::tensor(
+                    path,
+                    name,
+                    format!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
+                ));
+            }
+        };
+        if (loc.end - loc.start) as usize != count * width {
+            return Err(FileError::tensor(
+                path,
+                name,
+                format!(
+                    "data size {} does not match shape {:?} of {:?}",
+                    loc.end - loc.start,
+                    loc.shape,
+                    loc.dtype
+                ),
+            ));
+        }
+        let mut file = File::open(path).map_err(|e| FileError::io(path, e))?;
+        file.seek(SeekFrom::Start(loc.start))
+            .map_err(|e| FileError::io(path, e))?;
+        let mut bytes = vec![0u8; count * width];
+        file.read_exact(&mut bytes)
+            .map_err(|e| FileError::tensor(path, name, format!("cannot read data: {e}")))?;
+        Ok(decode_to_f32(&bytes, loc.dtype))
+    }
+}
+
+fn decode_to_f32(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        _ => unreachable!("checked by the caller"),
+    }
+}
+
+/// Storage dtype for written checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageDtype {
+    /// 32-bit float.
+    F32,
+    /// bfloat16 (what HF releases use).
+    Bf16,
+}
+
+/// One tensor to write: HF name, HF shape and row-major f32 values.
+pub struct NamedTensor {
+    /// Checkpoint key.
+    pub name: String,
+    /// Shape as stored.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<f32>,
+}
+
+struct OwnedView {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl safetensors::View for &OwnedView {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Writes tensors as one safetensors file, atomically, with `{"format": "pt"}` metadata as
+/// transformers expects.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[NamedTensor],
+    dtype: StorageDtype,
+) -> Result<(), FileError> {
+    let views: Vec<(String, OwnedView)> = tensors
+        .iter()
+        .map(|t| {
+            let (dt, bytes) = match dtype {
+                StorageDtype::F32 => (
+                    Dtype::F32,
+                    t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                StorageDtype::Bf16 => (
+                    Dtype::BF16,
+                    t.values
+                        .iter()
+                        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                ),
+            };
+            (
+                t.name.clone(),
+                OwnedView {
+                    dtype: dt,
+                    shape: t.shape.clone(),
+                    bytes,
+                },
+            )
+        })
+        .collect();
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(metadata))
+        .map_err(|e| FileError::new(path, format!("cannot serialize safetensors: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_errors_name_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(SINGLE_FILE);
+        let t = vec![
+            NamedTensor {
+                name: "a.weight".into(),
+                shape: vec![2, 3],
+                values: vec![1.0, -2.0, 3.5, 0.25, 5.0, 6.0],
+            },
+            NamedTensor {
+                name: "b".into(),
+                shape: vec![1],
+                values: vec![7.0],
+            },
+        ];
+        write_safetensors(&p, &t, StorageDtype::F32).unwrap();
+        let r = CheckpointReader::open_dir(dir.path()).unwrap();
+        assert_eq!(r.read_f32("a.weight", &[2, 3]).unwrap(), t[0].values);
+        let e = r.read_f32("a.weight", &[3, 2]).unwrap_err().to_string();
+        assert!(
+            e.contains("a.weight") && e.contains("[3, 2]") && e.contains("[2, 3]"),
+            "{e}"
+        );
+        let e = r.read_f32("missing.bias", &[1]).unwrap_err().to_string();
+        assert!(e.contains("missing.bias") && e.contains("missing"), "{e}");
+
+        write_safetensors(&p, &t, StorageDtype::Bf16).unwrap();
+        let r = CheckpointReader::open_dir(dir.path()).unwrap();
+        assert_eq!(r.read_f32("a.weight", &[2, 3]).unwrap(), t[0].values);
+
+        // Truncation is detected when the file is opened.
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+        let e = CheckpointReader::open_dir(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
+        std::fs::write(&p, b"hello").unwrap();
+        let e = CheckpointReader::open_dir(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a safetensors file"), "{e}");
+    }
+}

@@ -1,0 +1,269 @@
+//! Building blocks shared by model families, written on Burn's tensor API.
+//!
+//! This module and [`WeightLoader`] are the thin layer between our models and Burn: a Burn
+//! upgrade should mostly touch these files. Weights are kept in the orientation our matmuls
+//! want (`Linear` holds `[in, out]`); the loader transposes Hugging Face's `[out, in]`.
+
+use std::collections::BTreeSet;
+
+use burn::module::{Module, Param};
+use burn::tensor::activation;
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+use super::checkpoint::CheckpointReader;
+use crate::io::FileError;
+
+/// Creates a float tensor from row-major values on `device` with `dtype`.
+pub fn tensor_from_vec<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+    dtype: DType,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), (device, dtype))
+}
+
+/// Reads a float tensor back as f32 values (row-major).
+pub fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor data")
+}
+
+/// Loads named tensors from a checkpoint onto a device, tracking which keys were used.
+pub struct WeightLoader<'a> {
+    reader: &'a CheckpointReader,
+    device: Device,
+    dtype: DType,
+    used: BTreeSet<String>,
+}
+
+impl<'a> WeightLoader<'a> {
+    /// A loader putting tensors on `device` in `dtype` (F32 or F16).
+    pub fn new(reader: &'a CheckpointReader, device: &Device, dtype: DType) -> Self {
+        Self {
+            reader,
+            device: device.clone(),
+            dtype,
+            used: BTreeSet::new(),
+        }
+    }
+
+    /// The device tensors go to.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether the checkpoint has `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.reader.contains(name)
+    }
+
+    /// A tensor of exactly `shape`.
+    pub fn tensor<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<D>, FileError> {
+        let values = self.reader.read_f32(name, &shape)?;
+        self.used.insert(name.to_string());
+        Ok(tensor_from_vec(values, shape, &self.device, self.dtype))
+    }
+
+    /// A `[out, in]` PyTorch linear weight, returned as `[in, out]`.
+    pub fn linear_weight(
+        &mut self,
+        name: &str,
+        out_features: usize,
+        in_features: usize,
+    ) -> Result<Tensor<2>, FileError> {
+        let values = self.reader.read_f32(name, &[out_features, in_features])?;
+        self.used.insert(name.to_string());
+        let transposed = transpose_2d(&values, out_features, in_features);
+        Ok(tensor_from_vec(
+            transposed,
+            [in_features, out_features],
+            &self.device,
+            self.dtype,
+        ))
+    }
+
+    /// A `nn.Linear` at `prefix` (`prefix.weight`, and `prefix.bias` when `bias`).
+    pub fn linear(
+        &mut self,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<Linear, FileError> {
+        let weight = self.linear_weight(&format!("{prefix}.weight"), out_features, in_features)?;
+        let bias = if bias {
+            Some(Param::from_tensor(
+                self.tensor(&format!("{prefix}.bias"), [out_features])?,
+            ))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// Checkpoint keys never read (informational; extra keys are not an error).
+    pub fn unused_keys(&self) -> Vec<String> {
+        self.reader
+            .names()
+            .into_iter()
+            .filter(|n| !self.used.contains(n))
+            .collect()
+    }
+}
+
+/// Transposes a row-major `[rows, cols]` matrix.
+pub fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// A dense layer `y = x·W + b` with `W` stored `[in, out]` (PyTorch `nn.Linear`).
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    /// Applies the layer to the last dimension of `x`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+}
+
+/// Root-mean-square norm (transformers `Qwen2RMSNorm`): `w · x / sqrt(mean(x²) + eps)`.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// Per-channel scale.
+    pub weight: Param<Tensor<1>>,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalizes the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze()
+    }
+}
+
+/// Layer norm with affine weight and bias (PyTorch `nn.LayerNorm`, biased variance).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Per-channel scale.
+    pub weight: Param<Tensor<1>>,
+    /// Per-channel shift.
+    pub bias: Param<Tensor<1>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Normalizes the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(D - 1);
+        let normed = centered / (var + self.eps).sqrt();
+        normed * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+    }
+}
+
+/// Activation functions by their transformers `ACT2FN` names.
+pub fn activation_by_name<const D: usize>(name: &str, x: Tensor<D>) -> Tensor<D> {
+    match name {
+        // transformers QuickGELUActivation: x · sigmoid(1.702 x)
+        "quick_gelu" => x.clone() * activation::sigmoid(x * 1.702),
+        "gelu" => activation::gelu(x),
+        "silu" | "swish" => activation::silu(x),
+        other => panic!("activation {other:?} was accepted by config validation but is unknown"),
+    }
+}
+
+/// transformers `rotate_half`: `[x1, x2] → [-x2, x1]` over the last dimension.
+pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let last = x.dims()[D - 1];
+    let half = last / 2;
+    let x1 = x.clone().narrow(D - 1, 0, half);
+    let x2 = x.narrow(D - 1, half, half);
+    Tensor::cat(vec![x2.neg(), x1], D - 1)
+}
+
+/// Rotary embedding in rotate-half form: `x·cos + rotate_half(x)·sin`.
+pub fn apply_rotary<const D: usize>(x: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) -> Tensor<D> {
+    x.clone() * cos + rotate_half(x) * sin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_is_exact() {
+        let m = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(transpose_2d(&m, 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn norms_match_hand_computation() {
+        let device = Device::flex();
+        let x = tensor_from_vec(vec![1.0, 2.0, 3.0, 4.0], [1, 4], &device, DType::F32);
+        let w = tensor_from_vec(vec![1.0, 0.5, 2.0, 1.0], [4], &device, DType::F32);
+        let rms = RmsNorm {
+            weight: Param::from_tensor(w.clone()),
+            eps: 1e-6,
+        };
+        let out = tensor_to_vec(rms.forward(x.clone()));
+        let r = ((1.0f32 + 4.0 + 9.0 + 16.0) / 4.0 + 1e-6).sqrt();
+        let want = [1.0 / r, 0.5 * 2.0 / r, 2.0 * 3.0 / r, 4.0 / r];
+        for (a, b) in out.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        let ln = LayerNorm {
+            weight: Param::from_tensor(w),
+            bias: Param::from_tensor(tensor_from_vec(vec![0.1; 4], [4], &device, DType::F32)),
+            eps: 1e-6,
+        };
+        let out = tensor_to_vec(ln.forward(x));
+        let sd = (1.25f32 + 1e-6).sqrt();
+        let want = [
+            -1.5 / sd + 0.1,
+            0.5 * -0.5 / sd + 0.1,
+            2.0 * 0.5 / sd + 0.1,
+            1.5 / sd + 0.1,
+        ];
+        for (a, b) in out.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn rotate_half_moves_halves() {
+        let device = Device::flex();
+        let x = tensor_from_vec(vec![1.0, 2.0, 3.0, 4.0], [1, 4], &device, DType::F32);
+        assert_eq!(tensor_to_vec(rotate_half(x)), vec![-3.0, -4.0, 1.0, 2.0]);
+    }
+}

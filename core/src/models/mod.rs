@@ -1,0 +1,6 @@
+//! Model families. Each family lives in its own folder; shared pieces (checkpoint reading,
+//! layers) sit beside them.
+
+pub mod checkpoint;
+pub mod layers;
+pub mod qwen2_vl;

@@ -1,0 +1,96 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use adamllm::device::{DeviceChoice, SelectedDevice, select_device};
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A committed fixture path.
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(rel)
+}
+
+/// The two device paths CI has: flex (CPU) and wgpu (lavapipe on CI, a GPU elsewhere).
+/// `ADAMLLM_SKIP_WGPU=1` drops wgpu on machines without any Vulkan driver.
+pub fn test_devices() -> Vec<(&'static str, SelectedDevice)> {
+    let mut v = vec![("cpu", select_device(DeviceChoice::Cpu).unwrap())];
+    if std::env::var("ADAMLLM_SKIP_WGPU").as_deref() != Ok("1") {
+        let wgpu = select_device(DeviceChoice::Wgpu)
+            .expect("no wgpu adapter: install mesa-vulkan-drivers or set ADAMLLM_SKIP_WGPU=1");
+        v.push(("wgpu", wgpu));
+    }
+    v
+}
+
+/// A tensor read from a reference safetensors file.
+#[derive(Debug, Clone)]
+pub enum RefTensor {
+    /// f32 values and shape.
+    F32(Vec<f32>, Vec<usize>),
+    /// i64 values and shape.
+    I64(Vec<i64>, Vec<usize>),
+}
+
+impl RefTensor {
+    pub fn f32(&self) -> &[f32] {
+        match self {
+            RefTensor::F32(v, _) => v,
+            _ => panic!("expected f32"),
+        }
+    }
+    pub fn i64(&self) -> &[i64] {
+        match self {
+            RefTensor::I64(v, _) => v,
+            _ => panic!("expected i64"),
+        }
+    }
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            RefTensor::F32(_, s) | RefTensor::I64(_, s) => s,
+        }
+    }
+}
+
+/// Reads every tensor of a reference safetensors file.
+pub fn read_reference(path: &Path) -> HashMap<String, RefTensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let shape = view.shape().to_vec();
+            let data = view.data();
+            let t = match view.dtype() {
+                safetensors::Dtype::F32 => RefTensor::F32(
+                    data.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    shape,
+                ),
+                safetensors::Dtype::I64 => RefTensor::I64(
+                    data.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    shape,
+                ),
+                other => panic!("unexpected dtype {other:?} in {name}"),
+            };
+            (name, t)
+        })
+        .collect()
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,1 @@
+//! Placeholder: the browser bindings arrive with the web issue.
