@@ -166,6 +166,19 @@ pub fn read_conversations(path: &Path) -> Result<Vec<DatasetRow>, FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError::io(path, e))?;
     let trimmed = text.trim_start();
     let mut rows = Vec::new();
+    // A file holding one pretty-printed JSON object is a one-row dataset (JSONL otherwise).
+    let first_line = trimmed.lines().next().unwrap_or("");
+    if trimmed.starts_with('{')
+        && serde_json::from_str::<serde_json::Value>(first_line).is_err()
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        let conversation = Conversation::from_json(&v)
+            .map_err(|m| FileError::new(path, format!("entry 0: {m}")))?;
+        return Ok(vec![DatasetRow {
+            conversation,
+            location: "entry 0".into(),
+        }]);
+    }
     if trimmed.starts_with('[') {
         let values: Vec<serde_json::Value> =
             serde_json::from_str(&text).map_err(|e| json_error(path, &e))?;

@@ -1,0 +1,448 @@
+//! End-to-end tests of the `adamllm` binary: the CLI contract of the foundation issue and
+//! its bad-input behaviour (clear error naming the file and key/tensor/line, non-zero exit).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use adamllm::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adamllm"));
+    c.env("XDG_RUNTIME_DIR", "/tmp");
+    c
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixture_model() -> PathBuf {
+    repo().join("tests/fixtures/qwen2vl/cfg_a")
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Copies the non-weight files and the checkpoint of the fixture model into `dst`.
+fn copy_model(dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(fixture_model()).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".json") && !name.contains("expected") && !name.contains("image")
+            || name == "model.safetensors"
+        {
+            std::fs::copy(&p, dst.join(&name)).unwrap();
+        }
+    }
+}
+
+fn expect_failure(o: &Output, needles: &[&str]) {
+    assert!(
+        !o.status.success(),
+        "expected failure, got success: {}",
+        stdout(o)
+    );
+    let e = stderr(o);
+    for n in needles {
+        assert!(e.contains(n), "stderr lacks {n:?}: {e}");
+    }
+    assert!(!e.contains("panicked"), "panic instead of an error: {e}");
+}
+
+#[test]
+fn init_generate_and_loss_on_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    let m = model.to_str().unwrap();
+    let o = run(&["init", "--out", m, "--preset", "tiny", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "chat_template.json",
+        "generation_config.json",
+    ] {
+        assert!(model.join(f).exists(), "{f} missing");
+    }
+    // A second init refuses to overwrite.
+    expect_failure(&run(&["init", "--out", m]), &["config.json", "--force"]);
+
+    let image = repo().join("tests/fixtures/qwen2vl/cfg_a/one_image_0.png");
+    let o = run(&[
+        "generate",
+        "--model",
+        m,
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "What is shown?",
+        "--max-new-tokens",
+        "6",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let n = v["token_ids"].as_array().unwrap().len();
+    assert!(n <= 6 && (n == 6 || v["finish_reason"] == "stop"), "{v}");
+
+    // Sampling with a seed is reproducible.
+    let sample = |seed: &str| {
+        let o = run(&[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "8",
+            "--temperature",
+            "1.0",
+            "--top-p",
+            "0.9",
+            "--seed",
+            seed,
+            "--device",
+            "cpu",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(sample("7"), sample("7"));
+}
+
+#[test]
+fn loss_matches_the_transformers_reference() {
+    let data = fixture_model().join("one_image.json");
+    let o = run(&[
+        "loss",
+        "--model",
+        fixture_model().to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(
+        (v["loss"].as_f64().unwrap() - 7.586777687072754).abs() < 1e-4,
+        "{v}"
+    );
+    assert_eq!(v["tokens"], 13);
+    assert_eq!(v["examples"], 1);
+
+    // JSONL with two rows, images relative to --images: mean over both rows' tokens.
+    let tmp = tempfile::tempdir().unwrap();
+    let jsonl = tmp.path().join("d.jsonl");
+    let row = std::fs::read_to_string(&data).unwrap();
+    let row: serde_json::Value = serde_json::from_str(&row).unwrap();
+    let text = format!("{}\n{}\n", row, row);
+    std::fs::write(&jsonl, text).unwrap();
+    let o = run(&[
+        "loss",
+        "--model",
+        fixture_model().to_str().unwrap(),
+        "--data",
+        jsonl.to_str().unwrap(),
+        "--images",
+        fixture_model().to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(
+        (v["loss"].as_f64().unwrap() - 7.586777687072754).abs() < 1e-4,
+        "{v}"
+    );
+    assert_eq!(v["tokens"], 26);
+    assert_eq!(v["examples"], 2);
+}
+
+#[test]
+fn bad_model_folders_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generate_with = |dir: &Path| {
+        run(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "1",
+            "--device",
+            "cpu",
+        ])
+    };
+    // Missing config.json.
+    let d = tmp.path().join("no_config");
+    copy_model(&d);
+    std::fs::remove_file(d.join("config.json")).unwrap();
+    expect_failure(&generate_with(&d), &["config.json"]);
+    // Malformed config.json: line number.
+    let d = tmp.path().join("bad_json");
+    copy_model(&d);
+    std::fs::write(
+        d.join("config.json"),
+        "{\n  \"hidden_size\": 64,\n  oops\n}",
+    )
+    .unwrap();
+    expect_failure(&generate_with(&d), &["config.json", "line 3"]);
+    // Inconsistent key: named.
+    let d = tmp.path().join("bad_key");
+    copy_model(&d);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    cfg["num_key_value_heads"] = 3.into();
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    expect_failure(&generate_with(&d), &["config.json", "num_key_value_heads"]);
+
+    // Checkpoint problems: a missing tensor, a wrong shape, an unsupported dtype.
+    let reader = CheckpointReader::open_dir(&fixture_model()).unwrap();
+    let all: Vec<NamedTensor> = reader
+        .names()
+        .into_iter()
+        .map(|n| {
+            let shape = reader.shape(&n).unwrap().to_vec();
+            let values = reader.read_f32(&n, &shape).unwrap();
+            NamedTensor {
+                name: n,
+                shape,
+                values,
+            }
+        })
+        .collect();
+    let d = tmp.path().join("missing_tensor");
+    copy_model(&d);
+    let fewer: Vec<NamedTensor> = all
+        .iter()
+        .filter(|t| t.name != "model.norm.weight")
+        .map(|t| NamedTensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            values: t.values.clone(),
+        })
+        .collect();
+    write_safetensors(&d.join("model.safetensors"), &fewer, StorageDtype::F32).unwrap();
+    expect_failure(
+        &generate_with(&d),
+        &["model.safetensors", "model.norm.weight", "missing"],
+    );
+
+    let d = tmp.path().join("wrong_shape");
+    copy_model(&d);
+    let reshaped: Vec<NamedTensor> = all
+        .iter()
+        .map(|t| {
+            let shape = if t.name == "model.norm.weight" {
+                vec![32, 2]
+            } else {
+                t.shape.clone()
+            };
+            NamedTensor {
+                name: t.name.clone(),
+                shape,
+                values: t.values.clone(),
+            }
+        })
+        .collect();
+    write_safetensors(&d.join("model.safetensors"), &reshaped, StorageDtype::F32).unwrap();
+    expect_failure(
+        &generate_with(&d),
+        &["model.norm.weight", "expected [64]", "found [32, 2]"],
+    );
+
+    let d = tmp.path().join("bad_dtype");
+    copy_model(&d);
+    let mut bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    // Relabel one F32 tensor as I32 in the header (same width, so offsets stay valid).
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    let key = "\"model.norm.weight\":{\"dtype\":\"F32\"";
+    assert!(header.contains(key), "{header}");
+    let patched = header.replace(key, "\"model.norm.weight\":{\"dtype\":\"I32\"");
+    bytes.splice(8..8 + n, patched.into_bytes());
+    std::fs::write(d.join("model.safetensors"), &bytes).unwrap();
+    expect_failure(
+        &generate_with(&d),
+        &["model.norm.weight", "unsupported dtype"],
+    );
+
+    // Truncated and non-safetensors files.
+    let d = tmp.path().join("truncated");
+    copy_model(&d);
+    let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    expect_failure(&generate_with(&d), &["model.safetensors", "truncated"]);
+    std::fs::write(d.join("model.safetensors"), b"not a checkpoint at all").unwrap();
+    expect_failure(
+        &generate_with(&d),
+        &["model.safetensors", "not a safetensors file"],
+    );
+}
+
+#[test]
+fn bad_prompts_and_images_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = fixture_model();
+    let m = m.to_str().unwrap();
+    // An image that does not decode.
+    let broken = tmp.path().join("broken.png");
+    std::fs::write(&broken, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+    let o = run(&[
+        "generate",
+        "--model",
+        m,
+        "--image",
+        broken.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["broken.png"]);
+    // Aspect ratio over 200.
+    let thin = tmp.path().join("thin.png");
+    image::RgbImage::new(6000, 28).save(&thin).unwrap();
+    let o = run(&[
+        "generate",
+        "--model",
+        m,
+        "--image",
+        thin.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["aspect ratio"]);
+    // More placeholders than images, and the reverse.
+    let img = repo().join("tests/fixtures/qwen2vl/cfg_a/one_image_0.png");
+    let o = run(&[
+        "generate",
+        "--model",
+        m,
+        "--image",
+        img.to_str().unwrap(),
+        "--prompt",
+        "<image><image>x",
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["2 `<image>` placeholder(s) but 1 image(s)"]);
+    let data = tmp.path().join("d.jsonl");
+    std::fs::write(
+        &data,
+        format!(
+            "{}\n",
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "ok"}], "images": [img]})
+        ),
+    )
+    .unwrap();
+    let o = run(&[
+        "loss",
+        "--model",
+        m,
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(
+        &o,
+        &[
+            "d.jsonl",
+            "line 1",
+            "0 `<image>` placeholder(s) but 1 image(s)",
+        ],
+    );
+    // No assistant turn to train on.
+    std::fs::write(
+        &data,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "loss",
+        "--model",
+        m,
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["d.jsonl", "line 1", "no assistant turn"]);
+    // A sequence longer than the model's max positions.
+    let d = tmp.path().join("short_model");
+    copy_model(&d);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    cfg["max_position_embeddings"] = 16.into();
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let o = run(&[
+        "generate",
+        "--model",
+        d.to_str().unwrap(),
+        "--prompt",
+        "a long prompt that will not fit",
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["at most 16"]);
+}
+
+#[test]
+fn score_prints_the_paper_keys_and_info_lists_adapters() {
+    let golden = repo().join("tests/data/golden/metrics");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r.json");
+    let o = run(&[
+        "score",
+        "--task",
+        "VQA_RAD",
+        "--predictions",
+        golden.join("VQA_RAD.jsonl").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden.join("VQA_RAD.expected.json")).unwrap(),
+    )
+    .unwrap();
+    for key in ["OPEN recall", "CLOSED yes/no accuracy"] {
+        assert!((printed[key].as_f64().unwrap() - expected[key].as_f64().unwrap()).abs() < 1e-9);
+    }
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(written["task"], "VQA_RAD");
+    let o = run(&["score", "--task", "NotATask", "--predictions", "x.jsonl"]);
+    expect_failure(&o, &["VQA_RAD", "Recipe1M"]);
+
+    let o = run(&["info", "--device", "cpu", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["backend"], "flex");
+    assert!(v["adapters"].is_array());
+}
