@@ -219,7 +219,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_model(dir: &PathBuf, device: &DeviceArgs) -> Result<(Qwen2Vl, SelectedDevice)> {
+fn load_model(dir: &std::path::Path, device: &DeviceArgs) -> Result<(Qwen2Vl, SelectedDevice)> {
     let selected = device.select()?;
     let model = Qwen2Vl::load(dir, &selected.device, device.dtype)?;
     Ok((model, selected))

@@ -158,8 +158,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                             .to_string(),
                         shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
                         max_buffer_size: limits.max_buffer_size,
-                        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size
-                            as u64,
+                        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
                     }
                 })
                 .collect()

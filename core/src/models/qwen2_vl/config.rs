@@ -299,7 +299,9 @@ impl Qwen2VlConfig {
                 format!("expected \"qwen2_vl\", found {:?}", self.model_type),
             );
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return bad(
                 "num_attention_heads",
                 format!(
@@ -309,7 +311,7 @@ impl Qwen2VlConfig {
             );
         }
         let kv = self.num_key_value_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return bad(
                 "num_key_value_heads",
                 format!(
@@ -318,7 +320,7 @@ impl Qwen2VlConfig {
                 ),
             );
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad(
                 "hidden_size",
                 "the attention head width must be even".into(),
@@ -354,7 +356,10 @@ impl Qwen2VlConfig {
             );
         }
         let v = &self.vision_config;
-        if v.num_heads == 0 || v.embed_dim % v.num_heads != 0 || v.head_dim() % 4 != 0 {
+        if v.num_heads == 0
+            || !v.embed_dim.is_multiple_of(v.num_heads)
+            || !v.head_dim().is_multiple_of(4)
+        {
             return bad(
                 "vision_config.num_heads",
                 format!(

@@ -77,6 +77,10 @@ pub enum PromptError {
     },
 }
 
+/// Where one rendered message sits: its role, the byte range of its content and the byte
+/// range of the `<|im_end|>` that closes it.
+pub type MessageSpan = (Role, Range<usize>, Range<usize>);
+
 /// Tokenizer plus the Qwen2-VL prompt rules of one model folder.
 #[derive(Clone)]
 pub struct Qwen2VlProcessor {
@@ -128,7 +132,7 @@ impl Qwen2VlProcessor {
         &self,
         conversation: &Conversation,
         add_generation_prompt: bool,
-    ) -> (String, Vec<(Role, Range<usize>, Range<usize>)>) {
+    ) -> (String, Vec<MessageSpan>) {
         let mut text = String::new();
         let mut spans = Vec::new();
         if conversation.messages.first().map(|m| m.role) != Some(Role::System) {
@@ -182,13 +186,13 @@ impl Qwen2VlProcessor {
                 .filter(|(role, _, _)| *role == Role::Assistant)
                 .map(|(_, content, end)| content.start..end.end)
                 .collect(),
-            LabelMode::AllTokens => vec![0..text.len()],
+            LabelMode::AllTokens => std::iter::once(0..text.len()).collect(),
             LabelMode::AfterFirstRound => {
                 let first_answer_end = spans
                     .iter()
                     .find(|(role, _, _)| *role == Role::Assistant)
                     .map_or(text.len(), |(_, _, end)| end.end);
-                vec![first_answer_end..text.len()]
+                std::iter::once(first_answer_end..text.len()).collect()
             }
         };
         let mut ids = Vec::with_capacity(encoding.len());

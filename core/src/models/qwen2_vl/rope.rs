@@ -130,7 +130,7 @@ pub fn mrope_tables(
     for row in rows {
         for i in 0..len {
             for (d, &axis) in axes.iter().enumerate() {
-                let angle = row[axis][i] as f32 * inv_freq[d % half];
+                let angle = row[axis].get(i).copied().unwrap_or(0) as f32 * inv_freq[d % half];
                 cos.push(angle.cos());
                 sin.push(angle.sin());
             }
