@@ -93,7 +93,7 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// tiny (~1M parameters) or small (~60M).
+        /// tiny (~0.2M parameters) or small (~56M).
         #[arg(long, default_value = "tiny")]
         preset: Preset,
         /// Seed of the random weights.

@@ -93,7 +93,9 @@ fn check_case(model: &Qwen2Vl, dir: &std::path::Path, case: &str, device_name: &
     assert!(d <= LOGITS_TOL, "{tag}: logits differ by {d}");
 
     if !generation {
-        let (sum, n) = model.loss_sum(&batch, std::slice::from_ref(&encoded.labels)).unwrap();
+        let (sum, n) = model
+            .loss_sum(&batch, std::slice::from_ref(&encoded.labels))
+            .unwrap();
         let loss = tensor_to_vec(sum)[0] as f64 / n as f64;
         let want = expected["loss"].as_f64().unwrap();
         assert_eq!(

@@ -21,9 +21,9 @@ pub const TINY_TOKENIZER_CONFIG_JSON: &str =
 /// Built-in shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
-    /// ~1M parameters: trains hundreds of steps in seconds on 2 CPU cores.
+    /// ~0.2M parameters: trains hundreds of steps in seconds on 2 CPU cores.
     Tiny,
-    /// ~60M parameters: a laptop-sized model for benchmarks.
+    /// ~56M parameters: a laptop-sized model for benchmarks.
     Small,
 }
 
