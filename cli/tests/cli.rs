@@ -46,6 +46,16 @@ fn copy_model(dst: &Path) {
     }
 }
 
+/// `adamllm generate` on the CPU with at most one image and one new token.
+fn generate_once(model: &str, image: Option<&Path>, prompt: &str) -> Output {
+    let mut args = vec!["generate", "--model", model, "--prompt", prompt];
+    args.extend(["--max-new-tokens", "1", "--device", "cpu"]);
+    if let Some(image) = image {
+        args.extend(["--image", image.to_str().unwrap()]);
+    }
+    run(&args)
+}
+
 fn expect_failure(o: &Output, needles: &[&str]) {
     assert!(
         !o.status.success(),
@@ -180,19 +190,7 @@ fn loss_matches_the_transformers_reference() {
 #[test]
 fn bad_model_folders_are_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let generate_with = |dir: &Path| {
-        run(&[
-            "generate",
-            "--model",
-            dir.to_str().unwrap(),
-            "--prompt",
-            "hi",
-            "--max-new-tokens",
-            "1",
-            "--device",
-            "cpu",
-        ])
-    };
+    let generate_with = |dir: &Path| generate_once(dir.to_str().unwrap(), None, "hi");
     // Missing config.json.
     let d = tmp.path().join("no_config");
     copy_model(&d);
@@ -308,46 +306,16 @@ fn bad_prompts_and_images_are_named() {
     // An image that does not decode.
     let broken = tmp.path().join("broken.png");
     std::fs::write(&broken, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--image",
-        broken.to_str().unwrap(),
-        "--prompt",
-        "x",
-        "--device",
-        "cpu",
-    ]);
+    let o = generate_once(m, Some(&broken), "x");
     expect_failure(&o, &["broken.png"]);
     // Aspect ratio over 200.
     let thin = tmp.path().join("thin.png");
     image::RgbImage::new(6000, 28).save(&thin).unwrap();
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--image",
-        thin.to_str().unwrap(),
-        "--prompt",
-        "x",
-        "--device",
-        "cpu",
-    ]);
+    let o = generate_once(m, Some(&thin), "x");
     expect_failure(&o, &["aspect ratio"]);
     // More placeholders than images, and the reverse.
     let img = repo().join("tests/fixtures/qwen2vl/cfg_a/one_image_0.png");
-    let o = run(&[
-        "generate",
-        "--model",
-        m,
-        "--image",
-        img.to_str().unwrap(),
-        "--prompt",
-        "<image><image>x",
-        "--device",
-        "cpu",
-    ]);
+    let o = generate_once(m, Some(&img), "<image><image>x");
     expect_failure(&o, &["2 `<image>` placeholder(s) but 1 image(s)"]);
     let data = tmp.path().join("d.jsonl");
     std::fs::write(
