@@ -15,6 +15,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
 
+use crate::bench_train::TrainShape;
+
 /// What to benchmark.
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -39,6 +41,63 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// Evaluation throughput (examples/s): batched generation against one prompt at a time,
+    /// on a synthetic VQA_RAD-style benchmark (one 224×168 image and a short question per row).
+    Eval {
+        /// Presets (comma-separated): tiny, small.
+        #[arg(long, default_value = "tiny,small")]
+        presets: String,
+        /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
+        #[arg(long, default_value = "cpu")]
+        devices: String,
+        /// Benchmark rows.
+        #[arg(long, default_value_t = 16)]
+        rows: usize,
+        /// Batch sizes to compare (comma-separated).
+        #[arg(long, default_value = "1,8")]
+        batches: String,
+        /// Most new tokens per answer.
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+    },
+    /// Training tokens/s and peak memory of the presets, full fine-tuning and LoRA. Each
+    /// configuration runs in its own process so its peak memory is its own. The workload
+    /// matches `bench/torch_train.py`: random text-only sequences, every token supervised,
+    /// AdamW, clipping at 1.0.
+    Train {
+        /// Presets (comma-separated): tiny, small.
+        #[arg(long, default_value = "tiny,small")]
+        presets: String,
+        /// Modes (comma-separated): full (every weight trains), lora (r 8, α 16 on the
+        /// language model's q,k,v,o,gate,up,down; the rest frozen).
+        #[arg(long, default_value = "full,lora")]
+        modes: String,
+        /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
+        #[arg(long, default_value = "cpu,wgpu")]
+        devices: String,
+        /// Sequences per step.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Soak run instead: this many steps on one configuration, printing the resident
+        /// memory every `--soak-every` steps (memory must not grow).
+        #[arg(long)]
+        soak: Option<usize>,
+        /// Report interval of the soak run.
+        #[arg(long, default_value_t = 500)]
+        soak_every: usize,
+        /// Run the one configuration given in this process (used internally).
+        #[arg(long, hide = true)]
+        single: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -56,17 +115,9 @@ struct ForwardRow {
     peak_rss_mib_after_load: f64,
 }
 
-/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB (0 where unknown).
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    adamllm::train::trainer::peak_rss_mib().unwrap_or(0.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -77,6 +128,43 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs a bench subcommand.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Eval {
+            presets,
+            devices,
+            rows,
+            batches,
+            max_new_tokens,
+        } => bench_eval(&presets, &devices, rows, &batches, max_new_tokens)?,
+        BenchCommand::Train {
+            presets,
+            modes,
+            devices,
+            batch,
+            seq_len,
+            warmup,
+            steps,
+            soak,
+            soak_every,
+            single,
+        } => {
+            let shape = TrainShape {
+                batch,
+                seq_len,
+                warmup,
+                steps,
+            };
+            if let Some(total) = soak {
+                return crate::bench_train::soak(
+                    &presets, &modes, &devices, shape, total, soak_every,
+                );
+            }
+            if single {
+                let row = crate::bench_train::single(&presets, &modes, &devices, shape)?;
+                println!("{}", serde_json::to_string(&row)?);
+                return Ok(());
+            }
+            crate::bench_train::all(&presets, &modes, &devices, shape)?;
+        }
         BenchCommand::Forward {
             presets,
             devices,
@@ -213,4 +301,109 @@ fn bench_prompt(model: &Qwen2Vl, text_tokens: usize) -> Result<PromptInput> {
         ids: enc.ids,
         images: vec![processed],
     })
+}
+
+/// `adamllm bench eval`.
+fn bench_eval(
+    presets: &str,
+    devices: &str,
+    rows: usize,
+    batches: &str,
+    max_new_tokens: usize,
+) -> Result<()> {
+    use adamllm::eval::BenchmarkTask;
+    use adamllm::eval::benchmark::{BenchmarkRow, ImageSource};
+    use adamllm::eval::custom_task::EvalTask;
+    use adamllm::eval::runner::{EvalOptions, run_eval};
+
+    let questions = [
+        "Is there a fracture in this image?",
+        "Which organ is abnormal?",
+        "Is the lesion on the left side?",
+        "What imaging modality was used?",
+    ];
+    let bench_rows: Vec<BenchmarkRow> = (0..rows)
+        .map(|i| {
+            let img = image::RgbImage::from_fn(224, 168, |x, y| {
+                image::Rgb([((x + 7 * i as u32) % 256) as u8, (y * 2 % 256) as u8, 90])
+            });
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut bytes, image::ImageFormat::Png)
+                .expect("PNG encoding in memory");
+            let mut fields = serde_json::Map::new();
+            fields.insert("input".into(), questions[i % questions.len()].into());
+            fields.insert(
+                "label".into(),
+                (if i % 2 == 0 { "yes" } else { "lung" }).into(),
+            );
+            fields.insert(
+                "answer_type".into(),
+                (if i % 2 == 0 { "CLOSED" } else { "OPEN" }).into(),
+            );
+            BenchmarkRow {
+                index: i,
+                fields,
+                image: Some(ImageSource::Bytes {
+                    bytes: bytes.into_inner(),
+                    name: format!("row {i}"),
+                }),
+            }
+        })
+        .collect();
+    let task = EvalTask::Builtin(BenchmarkTask::VqaRad);
+    let tmp = tempfile::tempdir()?;
+    let mut table = Vec::new();
+    for preset_name in presets.split(',').map(str::trim) {
+        let preset: Preset = preset_name.parse().map_err(anyhow::Error::msg)?;
+        let dir = tmp.path().join(preset_name);
+        init_model_dir(&dir, preset, 0, true)?;
+        for device_name in devices.split(',').map(str::trim) {
+            let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
+            let selected = select_device(choice)?;
+            let model = Qwen2Vl::load(&dir, &selected.device, DType::F32)?;
+            for batch in batches.split(',').map(str::trim) {
+                let batch: usize = batch.parse()?;
+                let out = tmp
+                    .path()
+                    .join(format!("{preset_name}-{device_name}-{batch}"));
+                let opts = EvalOptions {
+                    batch_size: batch,
+                    limit: None,
+                    max_new_tokens: Some(max_new_tokens),
+                };
+                // Warm-up on two rows (shader compilation on wgpu), then the timed run.
+                run_eval(
+                    &model,
+                    &task,
+                    &bench_rows[..2],
+                    &out.with_extension("warm"),
+                    &opts,
+                    &mut |_, _| {},
+                )?;
+                let summary = run_eval(&model, &task, &bench_rows, &out, &opts, &mut |_, _| {})?;
+                let row = serde_json::json!({
+                    "bench": "eval", "preset": preset_name, "device": device_name,
+                    "adapter": selected.description, "batch": batch, "rows": rows,
+                    "max_new_tokens": max_new_tokens,
+                    "examples_per_s": summary.examples_per_second,
+                    "seconds": summary.seconds,
+                });
+                println!("{row}");
+                table.push((
+                    preset_name.to_string(),
+                    device_name.to_string(),
+                    batch,
+                    summary.examples_per_second,
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "\n{:<6} {:<6} {:>6} {:>12}",
+        "preset", "device", "batch", "examples/s"
+    );
+    for (p, d, b, e) in table {
+        eprintln!("{p:<6} {d:<6} {b:>6} {e:>12.2}");
+    }
+    Ok(())
 }

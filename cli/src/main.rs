@@ -2,7 +2,9 @@
 //! computation lives in the core library that the web page also uses.
 
 mod bench;
+mod bench_train;
 mod progress;
+mod train_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -201,6 +203,8 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Post-train a model (full, freeze or LoRA; single- or multi-stage) into a run folder.
+    Train(train_cmd::TrainArgs),
     /// Benchmarks (figures for BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -209,8 +213,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let (args, recipe_overrides) = train_cmd::split_recipe_flags(std::env::args().collect());
+    let cli = Cli::parse_from(args);
+    match run(cli, &recipe_overrides) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -227,7 +232,7 @@ fn load_model(dir: &std::path::Path, device: &DeviceArgs) -> Result<(Qwen2Vl, Se
 
 #[cfg(feature = "benchmark-files")]
 fn eval_command(
-    model_dir: &PathBuf,
+    model_dir: &std::path::Path,
     task_arg: &str,
     data: &std::path::Path,
     images: Option<PathBuf>,
@@ -309,7 +314,7 @@ fn eval_command(
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
     match cli.command {
         Command::Info { device, json } => {
             let selected = device.select()?;
@@ -484,6 +489,7 @@ fn run(cli: Cli) -> Result<()> {
             },
             &device,
         )?,
+        Command::Train(args) => train_cmd::run(args, recipe_overrides)?,
         Command::Bench { what } => bench::run(what)?,
     }
     Ok(())

@@ -414,3 +414,98 @@ fn score_prints_the_paper_keys_and_info_lists_adapters() {
     assert_eq!(v["backend"], "flex");
     assert!(v["adapters"].is_array());
 }
+
+#[test]
+fn eval_runs_a_jsonl_benchmark_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    let o = run(&["init", "--out", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let image = repo().join("tests/fixtures/qwen2vl/cfg_a/one_image_0.png");
+    let mut text = String::new();
+    for (i, (label, kind)) in [("yes", "CLOSED"), ("left lung", "OPEN"), ("no", "CLOSED")]
+        .iter()
+        .enumerate()
+    {
+        text.push_str(
+            &serde_json::json!({"input": format!("Question {i}?"), "label": label,
+                "answer_type": kind, "image": image})
+            .to_string(),
+        );
+        text.push('\n');
+    }
+    let bench = tmp.path().join("SLAKE.jsonl");
+    std::fs::write(&bench, text).unwrap();
+    let out = tmp.path().join("eval");
+    let args = |limit: &str| -> Vec<String> {
+        [
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--task",
+            "SLAKE",
+            "--data",
+            bench.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "3",
+            "--batch-size",
+            "2",
+            "--limit",
+            limit,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let o = bin().args(args("2")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(printed["test_num"], 2, "{printed}");
+    assert!(
+        printed["OPEN recall"].is_number() && printed["metric"].is_string(),
+        "{printed}"
+    );
+    // A different --limit over the same folder continues with the remaining row.
+    let o = bin().args(args("3")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 3);
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("SLAKE"), "{md}");
+
+    // Unknown task: the known ones are listed. Missing field: line and field named.
+    let o = run(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "NotATask",
+        "--data",
+        bench.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["VQA_RAD", "PathVQA", "all-biomed"]);
+    let broken = tmp.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"input\": \"q\", \"label\": \"yes\"}\n").unwrap();
+    let o = run(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "SLAKE",
+        "--data",
+        broken.to_str().unwrap(),
+        "--out",
+        tmp.path().join("b").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["broken.jsonl", "line 1", "answer_type"]);
+}

@@ -6,14 +6,18 @@
 //! - [`data`]: conversations in LLaMA-Factory's ShareGPT / LLaVA formats.
 //! - [`generation`]: batched greedy / sampled decoding with a KV cache.
 //! - [`loss`]: supervised cross-entropy over a dataset.
-//! - [`eval`]: the paper's benchmark scoring.
+//! - [`eval`]: the paper's benchmark scoring and the evaluation runner.
+//! - [`train`]: recipes, schedules, run directories, the training loop.
+//! - [`demo`]: the built-in demo domains.
 
 pub mod data;
+pub mod demo;
 pub mod device;
 pub mod eval;
 pub mod generation;
 pub mod io;
 pub mod loss;
 pub mod models;
+pub mod train;
 
 pub use burn;

@@ -680,7 +680,7 @@ fn multiple_choice_accuracy(task: &CustomTask, row: &PredictionRow<'_>) -> Resul
         .zip(&texts)
         .map(|(choice, text)| ChoiceOption {
             choice: choice.as_str(),
-            text: *text,
+            text,
         })
         .collect();
     let parsed = parse_multiple_choice(prediction, &options, seed);

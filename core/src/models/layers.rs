@@ -108,6 +108,7 @@ impl<'a> WeightLoader<'a> {
         Ok(Linear {
             weight: Param::from_tensor(weight),
             bias,
+            lora: None,
         })
     }
 
@@ -132,24 +133,90 @@ pub fn transpose_2d(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// A dense layer `y = x·W + b` with `W` stored `[in, out]` (PyTorch `nn.Linear`).
+/// A dense layer `y = x·W + b` with `W` stored `[in, out]` (PyTorch `nn.Linear`), plus an
+/// optional low-rank adapter while training with LoRA.
 #[derive(Module, Debug)]
 pub struct Linear {
     /// `[in, out]`.
     pub weight: Param<Tensor<2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// A LoRA adapter added to the output (only while training; merged on export).
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
+    /// A plain dense layer from its weight (`[in, out]`) and optional bias.
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: bias.map(Param::from_tensor),
+            lora: None,
+        }
+    }
+
     /// Applies the layer to the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        match &self.lora {
+            None => burn::tensor::module::linear(
+                x,
+                self.weight.val(),
+                self.bias.as_ref().map(|b| b.val()),
+            ),
+            Some(lora) => {
+                let dense = burn::tensor::module::linear(
+                    x.clone(),
+                    self.weight.val(),
+                    self.bias.as_ref().map(|b| b.val()),
+                );
+                dense + lora.forward(x)
+            }
+        }
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[0]
     }
 
     /// Output width.
     pub fn out_features(&self) -> usize {
         self.weight.dims()[1]
+    }
+}
+
+/// A LoRA adapter `(α/r)·(dropout(x)·A)·B` with `A: [in, r]`, `B: [r, out]` (PEFT
+/// `lora.Linear`, which stores them transposed as `lora_A.weight: [r, in]`,
+/// `lora_B.weight: [out, r]`). Two thin matmuls: the backward pass never builds a
+/// weight-sized gradient for the frozen dense weight.
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    /// Down projection `[in, r]`.
+    pub a: Param<Tensor<2>>,
+    /// Up projection `[r, out]`, zero at initialization.
+    pub b: Param<Tensor<2>>,
+    /// Dropout on the adapter's input (PEFT `lora_dropout`); off outside training.
+    pub dropout: burn::nn::Dropout,
+    /// `α / r`.
+    pub scale: f64,
+}
+
+impl LoraAdapter {
+    /// The adapter's contribution to the layer output.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let x = self.dropout.forward(x);
+        let down = burn::tensor::module::linear(x, self.a.val(), None);
+        burn::tensor::module::linear(down, self.b.val(), None) * self.scale
+    }
+
+    /// Rank `r`.
+    pub fn rank(&self) -> usize {
+        self.a.dims()[1]
+    }
+
+    /// The dense update `(α/r)·A·B` (`[in, out]`) the adapter adds to the weight.
+    pub fn delta_weight(&self) -> Tensor<2> {
+        self.a.val().matmul(self.b.val()) * self.scale
     }
 }
 

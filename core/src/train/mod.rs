@@ -1,15 +1,20 @@
 //! Training: recipes, learning-rate schedules, run directories and checkpoints, metrics and
 //! the loss plot.
 //!
-//! The modules here hold the host-side parts of the trainer (no tensors):
+//! The loop is [`trainer`]; [`optimizer`] is AdamW, [`lora`] the adapters, [`data`] the
+//! samples. The other modules are host-side parts (no tensors):
 //! - [`recipe`]: the YAML training recipe (LLaMA-Factory key names), CLI overrides, fingerprint.
 //! - [`schedule`]: learning rate per optimizer step, as transformers' schedulers compute it.
 //! - [`run_dir`]: the run directory layout, `run.json`, atomic checkpoints and resume checks.
 //! - [`metrics_log`]: the append-only `metrics.jsonl` log.
 //! - [`plot`]: the loss-curve PNG.
 
+pub mod data;
+pub mod lora;
 pub mod metrics_log;
+pub mod optimizer;
 pub mod plot;
 pub mod recipe;
 pub mod run_dir;
 pub mod schedule;
+pub mod trainer;

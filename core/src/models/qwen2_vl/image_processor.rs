@@ -326,6 +326,11 @@ impl ImageProcessorConfig {
         self.patch_size * self.merge_size
     }
 
+    /// Width of one flattened patch row: `3 · temporal_patch_size · patch_size²` (1176).
+    pub fn patch_dim(&self) -> usize {
+        3 * self.temporal_patch_size * self.patch_size * self.patch_size
+    }
+
     /// Checks that the sizes are usable.
     fn validate(&self) -> Result<(), String> {
         if self.patch_size == 0 || self.temporal_patch_size == 0 || self.merge_size == 0 {

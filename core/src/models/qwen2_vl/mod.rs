@@ -8,6 +8,7 @@
 //! - [`weights`]: the checkpoint key layout, random initialization and export.
 
 pub mod config;
+pub mod export;
 pub mod image_processor;
 pub mod presets;
 pub mod processor;

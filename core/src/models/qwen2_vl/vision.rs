@@ -144,10 +144,7 @@ impl VisionTower {
                 cfg.patch_size,
             ],
         )?;
-        let patch_embed = Linear {
-            weight: Param::from_tensor(conv.reshape([e, patch_dim]).transpose()),
-            bias: None,
-        };
+        let patch_embed = Linear::new(conv.reshape([e, patch_dim]).transpose(), None);
         let mut blocks = Vec::with_capacity(cfg.depth);
         for i in 0..cfg.depth {
             let p = format!("visual.blocks.{i}");

@@ -1,0 +1,279 @@
+//! `adamllm bench train`: training throughput and peak memory, and the memory soak run.
+
+use std::process::Command;
+use std::time::Instant;
+
+use adamllm::burn::tensor::DType;
+use adamllm::device::{DeviceChoice, select_device};
+use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
+use adamllm::models::qwen2_vl::weights::parameter_count;
+use adamllm::models::qwen2_vl::{Qwen2Vl, TokenBatch};
+use adamllm::train::optimizer::{AdamW, AdamWSettings, ParamGroup};
+use adamllm::train::recipe::TrainRecipe;
+use adamllm::train::trainer::{
+    accumulate_and_step, current_rss_mib, peak_rss_mib, prepare_trainable,
+    trainable_parameter_count,
+};
+use anyhow::{Context, Result, bail};
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Size of the synthetic workload.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainShape {
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Untimed steps.
+    pub warmup: usize,
+    /// Timed steps.
+    pub steps: usize,
+}
+
+/// One result line.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrainRow {
+    bench: String,
+    framework: String,
+    preset: String,
+    mode: String,
+    device: String,
+    adapter: String,
+    parameters: usize,
+    trainable_params: usize,
+    batch: usize,
+    seq_len: usize,
+    steps: usize,
+    tokens_per_s: f64,
+    step_ms: f64,
+    peak_rss_mib: f64,
+}
+
+fn recipe_for(mode: &str) -> Result<TrainRecipe> {
+    let pairs: Vec<(String, String)> = match mode {
+        "full" => vec![
+            ("finetuning_type", "full"),
+            ("freeze_vision_tower", "false"),
+            ("freeze_multi_modal_projector", "false"),
+        ],
+        "lora" => vec![
+            ("finetuning_type", "lora"),
+            ("lora_rank", "8"),
+            ("lora_alpha", "16"),
+        ],
+        other => bail!("unknown mode {other:?}; expected full or lora"),
+    }
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    TrainRecipe::load(None, &pairs).map_err(anyhow::Error::msg)
+}
+
+/// A preset model loaded for training with its synthetic batch.
+struct Workload {
+    model: Qwen2Vl,
+    batch: TokenBatch,
+    labels: Vec<Vec<i64>>,
+    adapter: String,
+    parameters: usize,
+    /// Keeps the model folder alive.
+    _dir: tempfile::TempDir,
+}
+
+/// Loads a fresh preset model for training and makes the synthetic batch.
+fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) -> Result<Workload> {
+    let preset: Preset = preset_name.parse().map_err(anyhow::Error::msg)?;
+    let tmp = tempfile::tempdir()?;
+    let cfg = init_model_dir(tmp.path(), preset, 0, true)?;
+    let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
+    let selected = select_device(choice)?;
+    let mut model = Qwen2Vl::load(tmp.path(), &selected.device.clone().autodiff(), DType::F32)?;
+    prepare_trainable(&mut model, &recipe_for(mode)?);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let high = (cfg.vocab_size - 100) as u32;
+    let sequences: Vec<Vec<u32>> = (0..shape.batch)
+        .map(|_| {
+            (0..shape.seq_len)
+                .map(|_| rng.random_range(0..high))
+                .collect()
+        })
+        .collect();
+    let labels = sequences
+        .iter()
+        .map(|s| s.iter().map(|&t| t as i64).collect())
+        .collect();
+    let batch = TokenBatch::from_sequences(
+        sequences.into_iter().map(|s| (s, Vec::new())).collect(),
+        model.processor.pad_id,
+        false,
+    );
+    Ok(Workload {
+        model,
+        batch,
+        labels,
+        adapter: selected.description,
+        parameters: parameter_count(&cfg),
+        _dir: tmp,
+    })
+}
+
+fn step(
+    model: Qwen2Vl,
+    optimizer: &mut AdamW,
+    batch: &TokenBatch,
+    labels: &[Vec<i64>],
+    tokens: usize,
+) -> Result<Qwen2Vl> {
+    let (model, _) = accumulate_and_step(
+        model,
+        optimizer,
+        1,
+        tokens,
+        |_| Ok((batch.clone(), labels.to_vec())),
+        1e-4,
+        1.0,
+        |_| 0,
+        |_| ParamGroup {
+            lr_multiplier: 1.0,
+            decay: true,
+        },
+    )?;
+    Ok(model)
+}
+
+/// Runs one configuration in this process.
+pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Result<TrainRow> {
+    let Workload {
+        mut model,
+        batch,
+        labels,
+        adapter,
+        parameters,
+        _dir,
+    } = setup(preset, mode, device, shape)?;
+    let trainable = trainable_parameter_count(&model.model);
+    let mut optimizer = AdamW::new(AdamWSettings::default());
+    // Every token but the first is a supervised target (labels are shifted by one).
+    let tokens = shape.batch * (shape.seq_len - 1);
+    for _ in 0..shape.warmup {
+        model = step(model, &mut optimizer, &batch, &labels, tokens)?;
+    }
+    let t = Instant::now();
+    for _ in 0..shape.steps {
+        model = step(model, &mut optimizer, &batch, &labels, tokens)?;
+    }
+    // The last step's parameter update has been read back by the next loss at the latest;
+    // read one weight so the final update is finished too.
+    let _ = adamllm::models::layers::tensor_to_vec(model.model.text.norm.weight.val());
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(TrainRow {
+        bench: "train".into(),
+        framework: "adamllm".into(),
+        preset: preset.into(),
+        mode: mode.into(),
+        device: device.into(),
+        adapter,
+        parameters,
+        trainable_params: trainable,
+        batch: shape.batch,
+        seq_len: shape.seq_len,
+        steps: shape.steps,
+        tokens_per_s: (shape.batch * shape.seq_len * shape.steps) as f64 / seconds,
+        step_ms: seconds * 1e3 / shape.steps as f64,
+        peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
+    })
+}
+
+/// Runs every configuration, each in a child process, and prints a table.
+pub fn all(presets: &str, modes: &str, devices: &str, shape: TrainShape) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut rows: Vec<TrainRow> = Vec::new();
+    for preset in presets.split(',').map(str::trim) {
+        for device in devices.split(',').map(str::trim) {
+            for mode in modes.split(',').map(str::trim) {
+                let out = Command::new(&exe)
+                    .args([
+                        "bench",
+                        "train",
+                        "--single",
+                        "--presets",
+                        preset,
+                        "--modes",
+                        mode,
+                    ])
+                    .args(["--devices", device])
+                    .args(["--batch", &shape.batch.to_string()])
+                    .args(["--seq-len", &shape.seq_len.to_string()])
+                    .args(["--warmup", &shape.warmup.to_string()])
+                    .args(["--steps", &shape.steps.to_string()])
+                    .output()
+                    .context("running a benchmark child process")?;
+                if !out.status.success() {
+                    bail!(
+                        "{preset}/{mode}/{device}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                let line = String::from_utf8_lossy(&out.stdout);
+                let row: TrainRow = serde_json::from_str(line.trim())
+                    .with_context(|| format!("child output {line:?}"))?;
+                println!("{}", serde_json::to_string(&row)?);
+                rows.push(row);
+            }
+        }
+    }
+    eprintln!(
+        "\n{:<6} {:<5} {:<6} {:>11} {:>11} {:>10} {:>9} {:>9}",
+        "preset", "mode", "device", "params", "trainable", "tokens/s", "step ms", "peak MiB"
+    );
+    for r in &rows {
+        eprintln!(
+            "{:<6} {:<5} {:<6} {:>11} {:>11} {:>10.1} {:>9.1} {:>9.0}",
+            r.preset,
+            r.mode,
+            r.device,
+            r.parameters,
+            r.trainable_params,
+            r.tokens_per_s,
+            r.step_ms,
+            r.peak_rss_mib
+        );
+    }
+    Ok(())
+}
+
+/// The soak run: `total` steps, resident memory printed every `every` steps as JSON lines.
+pub fn soak(
+    preset: &str,
+    mode: &str,
+    device: &str,
+    shape: TrainShape,
+    total: usize,
+    every: usize,
+) -> Result<()> {
+    let Workload {
+        mut model,
+        batch,
+        labels,
+        adapter,
+        _dir,
+        ..
+    } = setup(preset, mode, device, shape)?;
+    let mut optimizer = AdamW::new(AdamWSettings::default());
+    let tokens = shape.batch * (shape.seq_len - 1);
+    let t = Instant::now();
+    for s in 1..=total {
+        model = step(model, &mut optimizer, &batch, &labels, tokens)?;
+        if s % every.max(1) == 0 || s == 1 {
+            println!(
+                "{}",
+                serde_json::json!({"bench": "soak", "preset": preset, "mode": mode,
+                    "device": device, "adapter": adapter, "step": s,
+                    "rss_mib": current_rss_mib(), "peak_rss_mib": peak_rss_mib(),
+                    "seconds": t.elapsed().as_secs_f64()})
+            );
+        }
+    }
+    Ok(())
+}

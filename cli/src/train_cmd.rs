@@ -1,0 +1,240 @@
+//! `adamllm train`: argument handling and the progress bar; the loop is
+//! `adamllm::train::trainer`.
+
+use std::path::PathBuf;
+
+use adamllm::train::recipe::{TrainRecipe, is_recipe_key, normalize_key};
+use adamllm::train::trainer::{StepReport, TrainObserver, TrainPlan, TrainRequest, train};
+use anyhow::{Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::DeviceArgs;
+
+/// Flags of `adamllm train` (recipe keys are taken out of the command line before clap sees
+/// it; see [`split_recipe_flags`]).
+#[derive(Args, Debug)]
+#[command(after_help = recipe_help())]
+pub struct TrainArgs {
+    /// Base model folder (Hugging Face layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Training data (ShareGPT `messages`+`images` or LLaVA `conversations`+`image`, JSON or
+    /// JSONL); repeat for several files.
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    /// Run the --data files as consecutive stages (the two-stage baseline) instead of one
+    /// shuffled mix.
+    #[arg(long)]
+    pub stages: bool,
+    /// Validation data (instead of a val_size split).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Folder image paths are relative to (default: each dataset's folder).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Run folder (checkpoints, metrics.jsonl, loss_curve.png, model/, adapter/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// YAML recipe (LLaMA-Factory key names); flags override its keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in --out from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Skip samples with missing images or no assistant turn (listed in skipped.jsonl).
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Print the step losses as JSON at the end as well.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+fn recipe_help() -> String {
+    format!(
+        "Every recipe key also works as a flag (--learning-rate 1e-4, --lora-rank 16, ...):\n  {}",
+        TrainRecipe::keys()
+            .iter()
+            .map(|k| format!("--{}", k.replace('_', "-")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// Takes `--<recipe-key> value` / `--<recipe-key>=value` pairs out of the arguments after
+/// `train`. A key without a value (followed by another flag or nothing) means `true`.
+pub fn split_recipe_flags(args: Vec<String>) -> (Vec<String>, Vec<(String, String)>) {
+    let Some(train_at) = args.iter().position(|a| a == "train") else {
+        return (args, Vec::new());
+    };
+    let mut rest = args[..=train_at].to_vec();
+    let mut overrides = Vec::new();
+    let mut i = train_at + 1;
+    while i < args.len() {
+        let a = &args[i];
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if a.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        if flag.starts_with("--") && flag != "--config" && is_recipe_key(&flag) {
+            let key = normalize_key(&flag);
+            if let Some(v) = inline {
+                overrides.push((key, v));
+                i += 1;
+            } else if i + 1 < args.len() && !args[i + 1].starts_with("--") {
+                overrides.push((key, args[i + 1].clone()));
+                i += 2;
+            } else {
+                overrides.push((key, "true".into()));
+                i += 1;
+            }
+        } else {
+            rest.push(a.clone());
+            i += 1;
+        }
+    }
+    (rest, overrides)
+}
+
+struct Bar {
+    bar: ProgressBar,
+}
+
+impl TrainObserver for Bar {
+    fn started(&mut self, plan: &TrainPlan) {
+        self.bar.set_length(plan.total_steps as u64);
+        self.bar.set_position(plan.resumed_from_step as u64);
+        self.bar.reset_eta();
+        self.bar.println(format!(
+            "{} samples in {} stage(s), {} validation; {} optimizer steps; {} of {} parameters trainable{}{}{}",
+            plan.stage_samples.iter().sum::<usize>(),
+            plan.stage_samples.len(),
+            plan.val_samples,
+            plan.total_steps,
+            plan.trainable_params,
+            plan.total_params,
+            if plan.resumed_from_step > 0 {
+                format!("; resuming after step {}", plan.resumed_from_step)
+            } else {
+                String::new()
+            },
+            if plan.dropped_too_long > 0 {
+                format!("; {} dropped (cutoff_len inside image tokens)", plan.dropped_too_long)
+            } else {
+                String::new()
+            },
+            if plan.skipped > 0 {
+                format!("; {} skipped (see skipped.jsonl)", plan.skipped)
+            } else {
+                String::new()
+            },
+        ));
+    }
+
+    fn step(&mut self, r: &StepReport) {
+        self.bar.set_position(r.step as u64);
+        self.bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s",
+            r.loss, r.lr, r.tokens_per_s
+        ));
+    }
+
+    fn message(&mut self, text: &str) {
+        self.bar.println(text);
+    }
+}
+
+/// Runs `adamllm train`.
+pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
+    let recipe =
+        TrainRecipe::load(args.config.as_deref(), overrides).map_err(anyhow::Error::msg)?;
+    if args.data.is_empty() {
+        bail!("--data is required");
+    }
+    let selected = args.device.select()?;
+    let request = TrainRequest {
+        model_dir: args.model,
+        data: args.data,
+        stages: args.stages,
+        val_data: args.val_data,
+        images_dir: args.images,
+        out: args.out,
+        recipe,
+        device: selected.device.clone(),
+        resume: args.resume,
+        skip_bad: args.skip_bad,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "   train [{elapsed_precise}] {wide_bar} {pos}/{len} steps {msg} (ETA {eta})",
+        )
+        .expect("valid template"),
+    );
+    let mut observer = Bar { bar };
+    let summary = train(&request, &mut observer)?;
+    observer.bar.finish_and_clear();
+    let last = summary.losses.last().map(|l| l.loss);
+    eprintln!(
+        "done: {} steps, final loss {}, model in {}{}",
+        summary.plan.total_steps,
+        last.map_or("-".into(), |l| format!("{l:.4}")),
+        summary.model_dir.display(),
+        summary
+            .adapter_dir
+            .as_ref()
+            .map(|d| format!(", PEFT adapter in {}", d.display()))
+            .unwrap_or_default()
+    );
+    let mut out = serde_json::json!({
+        "steps": summary.plan.total_steps,
+        "final_loss": last,
+        "val_loss": summary.val_loss,
+        "model_dir": summary.model_dir,
+        "adapter_dir": summary.adapter_dir,
+        "trainable_params": summary.plan.trainable_params,
+        "peak_memory_mib": summary.peak_memory_mib,
+        "wall_s": summary.wall_s,
+    });
+    if args.json {
+        out["losses"] = serde_json::to_value(&summary.losses)?;
+    }
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn recipe_flags_are_split_out() {
+        let (rest, ov) = split_recipe_flags(s(&[
+            "adamllm",
+            "train",
+            "--model",
+            "m",
+            "--learning-rate",
+            "1e-3",
+            "--max_steps=5",
+            "--train-on-prompt",
+            "--out",
+            "o",
+        ]));
+        assert_eq!(rest, s(&["adamllm", "train", "--model", "m", "--out", "o"]));
+        assert_eq!(
+            ov,
+            vec![
+                ("learning_rate".to_string(), "1e-3".to_string()),
+                ("max_steps".to_string(), "5".to_string()),
+                ("train_on_prompt".to_string(), "true".to_string()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,827 @@
+//! The training loop: single-stage (all files shuffled together) or consecutive stages, full
+//! fine-tuning, layer freezing or LoRA, gradient accumulation normalized by the supervised
+//! tokens of the whole optimizer step, global-norm clipping, AdamW, checkpoints and exact
+//! resume, metrics, validation and the final Hugging Face / PEFT export.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{DType, Device, Tensor};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::data::{
+    DataOptions, SkippedSample, TrainData, TrainSample, epoch_order, micro_batch, read_train_file,
+};
+use super::lora::{LoraSettings, attach_lora, merge_lora, save_peft_adapter};
+use super::metrics_log::{MetricRow, MetricsLog, read_metrics};
+use super::optimizer::{
+    AdamW, AdamWSettings, ParamGroup, clip_factor, global_grad_norm, trainable_params,
+};
+use super::plot::plot_loss_curve;
+use super::recipe::{FinetuningType, MaskMode, TrainRecipe};
+use super::run_dir::{DataPosition, LossRecord, RunDir, RunDirError, TrainerState};
+use super::schedule::{LrSchedule, micro_batches_per_epoch, total_optimizer_steps};
+use crate::io::{FileError, write_atomic};
+use crate::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
+use crate::models::layers::{tensor_from_vec, tensor_to_vec};
+use crate::models::qwen2_vl::export::{parameters_where, save_model_dir};
+use crate::models::qwen2_vl::image_processor::ImageProcessorConfig;
+use crate::models::qwen2_vl::processor::LabelMode;
+use crate::models::qwen2_vl::{Qwen2Vl, Qwen2VlModel, TokenBatch};
+
+/// Trainable parameters in a checkpoint folder, keyed by module path.
+pub const TRAINABLE_FILE: &str = "trainable.safetensors";
+/// Optimizer moments in a checkpoint folder.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    /// Base model folder (Hugging Face layout).
+    pub model_dir: PathBuf,
+    /// Training files (ShareGPT or LLaVA, JSON or JSONL).
+    pub data: Vec<PathBuf>,
+    /// Run the files as consecutive stages instead of one shuffled mix.
+    pub stages: bool,
+    /// Validation file (instead of a `val_size` split).
+    pub val_data: Option<PathBuf>,
+    /// Folder image paths are relative to (default: each dataset's folder).
+    pub images_dir: Option<PathBuf>,
+    /// Run folder.
+    pub out: PathBuf,
+    /// Hyper-parameters.
+    pub recipe: TrainRecipe,
+    /// Device (plain; autodiff is added here).
+    pub device: Device,
+    /// Continue the run in `out`.
+    pub resume: bool,
+    /// Skip bad samples (recorded in `skipped.jsonl`) instead of failing.
+    pub skip_bad: bool,
+}
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file (data, image, model, checkpoint) is missing or malformed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The run folder refused (busy, not empty, another model/recipe/data, ...).
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    /// The recipe is unusable.
+    #[error("recipe: {0}")]
+    Recipe(String),
+    /// Loading the model failed.
+    #[error(transparent)]
+    Model(#[from] crate::models::qwen2_vl::LoadModelError),
+    /// The forward pass failed.
+    #[error(transparent)]
+    Forward(#[from] crate::models::qwen2_vl::ForwardError),
+    /// No usable training sample.
+    #[error("{0}")]
+    EmptyDataset(String),
+}
+
+/// The training state reported after every optimizer step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Optimizer steps of the run.
+    pub total_steps: usize,
+    /// This step's loss (mean over its supervised tokens).
+    pub loss: f64,
+    /// Its learning rate.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Input tokens per second of this step.
+    pub tokens_per_s: f64,
+}
+
+/// What the loop tells its caller (the CLI draws a progress bar from it).
+pub trait TrainObserver {
+    /// Data read and the run set up.
+    fn started(&mut self, _summary: &TrainPlan) {}
+    /// One optimizer step done.
+    fn step(&mut self, _report: &StepReport) {}
+    /// A line worth showing (checkpoint saved, validation loss, export).
+    fn message(&mut self, _text: &str) {}
+}
+
+/// Ignores everything.
+pub struct Quiet;
+impl TrainObserver for Quiet {}
+
+/// The run as planned.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainPlan {
+    /// Samples per stage.
+    pub stage_samples: Vec<usize>,
+    /// Optimizer steps per stage.
+    pub stage_steps: Vec<usize>,
+    /// Optimizer steps of the whole run.
+    pub total_steps: usize,
+    /// Validation samples.
+    pub val_samples: usize,
+    /// Samples dropped because `cutoff_len` would cut inside image tokens.
+    pub dropped_too_long: usize,
+    /// Samples truncated at `cutoff_len`.
+    pub truncated: usize,
+    /// Samples skipped with `--skip-bad`.
+    pub skipped: usize,
+    /// Trainable parameters.
+    pub trainable_params: usize,
+    /// All parameters of the base model.
+    pub total_params: usize,
+    /// Step the run continues from (0 for a fresh run).
+    pub resumed_from_step: usize,
+}
+
+/// The finished run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// The plan it ran.
+    pub plan: TrainPlan,
+    /// Loss of every optimizer step.
+    pub losses: Vec<LossRecord>,
+    /// Final validation loss, when there is validation data.
+    pub val_loss: Option<f64>,
+    /// The exported model folder.
+    pub model_dir: PathBuf,
+    /// The exported PEFT adapter (LoRA runs).
+    pub adapter_dir: Option<PathBuf>,
+    /// Peak resident memory of the process, MiB.
+    pub peak_memory_mib: Option<f64>,
+    /// Wall time of this invocation, seconds.
+    pub wall_s: f64,
+}
+
+/// Peak resident set size of this process (`VmHWM`) in MiB, where the OS reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Current resident set size of this process (`VmRSS`) in MiB, where the OS reports it.
+pub fn current_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Number of trainable (gradient-receiving) parameter values of a model.
+pub fn trainable_parameter_count(model: &Qwen2VlModel) -> usize {
+    super::optimizer::trainable_numel(model)
+}
+
+/// SHA-256 hex of some byte strings.
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Identity of a model folder: SHA-256 over its `config.json` and the full contents of its
+/// safetensors files (in name order), streamed. Two folders of one shape with different
+/// weights differ.
+pub fn model_fingerprint(dir: &Path) -> Result<String, FileError> {
+    use std::io::Read;
+    let config_path = dir.join("config.json");
+    let config = std::fs::read(&config_path).map_err(|e| FileError::io(&config_path, e))?;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| FileError::io(dir, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    names.sort();
+    let mut h = Sha256::new();
+    h.update(b"adamllm-model-v1\n");
+    h.update((config.len() as u64).to_le_bytes());
+    h.update(&config);
+    let mut buffer = vec![0u8; 1 << 20];
+    for path in names {
+        h.update(
+            path.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        let mut file = std::fs::File::open(&path).map_err(|e| FileError::io(&path, e))?;
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .map_err(|e| FileError::io(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buffer[..n]);
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Identity of the training data: every file's bytes, the stage layout and validation file.
+fn data_fingerprint(request: &TrainRequest) -> Result<String, FileError> {
+    let mut parts: Vec<Vec<u8>> = vec![format!("stages={}", request.stages).into_bytes()];
+    for p in request.data.iter().chain(request.val_data.iter()) {
+        parts.push(std::fs::read(p).map_err(|e| FileError::io(p, e))?);
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Ok(sha256_hex(&refs))
+}
+
+/// The label mode a recipe asks for.
+fn label_mode(recipe: &TrainRecipe) -> LabelMode {
+    match (recipe.mask_mode, recipe.train_on_prompt) {
+        (MaskMode::Synthesizer, _) => LabelMode::AfterFirstRound,
+        (MaskMode::Assistant, true) => LabelMode::AllTokens,
+        (MaskMode::Assistant, false) => LabelMode::AssistantTurns,
+    }
+}
+
+/// Learning-rate multiplier and weight decay of a parameter, by module path: the vision
+/// tower (patch embedding and blocks, not the merger) gets `vision_lr_multiplier`; biases
+/// and `nn.LayerNorm` parameters get no weight decay, as transformers'
+/// `Trainer.get_decay_parameter_names` decides (RMSNorm weights do decay there).
+pub fn param_group(path: &str, recipe: &TrainRecipe) -> ParamGroup {
+    let vision_tower = path.starts_with("vision.") && !path.starts_with("vision.merger.");
+    let is_bias = path.ends_with(".bias");
+    let layer_norm = path.starts_with("vision.")
+        && (path.contains(".norm1.") || path.contains(".norm2.") || path.contains(".ln_q."));
+    ParamGroup {
+        lr_multiplier: if vision_tower {
+            recipe.vision_lr_multiplier
+        } else {
+            1.0
+        },
+        decay: !is_bias && !layer_norm,
+    }
+}
+
+/// Freezes what the recipe keeps fixed and attaches LoRA adapters (returned settings) for
+/// `finetuning_type: lora`.
+pub fn prepare_trainable(model: &mut Qwen2Vl, recipe: &TrainRecipe) -> Option<LoraSettings> {
+    let m = &mut model.model;
+    match recipe.finetuning_type {
+        FinetuningType::Lora => {
+            m.vision = m.vision.clone().no_grad();
+            m.text = m.text.clone().no_grad();
+            let settings = LoraSettings {
+                rank: recipe.lora_rank,
+                alpha: recipe.lora_alpha_value(),
+                dropout: recipe.lora_dropout,
+                targets: recipe.lora_target_modules(),
+            };
+            attach_lora(m, &settings, recipe.seed, &model.device);
+            Some(settings)
+        }
+        FinetuningType::Full | FinetuningType::Freeze => {
+            if recipe.freeze_vision_tower {
+                m.vision.patch_embed = m.vision.patch_embed.clone().no_grad();
+                m.vision.blocks = m
+                    .vision
+                    .blocks
+                    .clone()
+                    .into_iter()
+                    .map(|b| b.no_grad())
+                    .collect();
+            }
+            if recipe.freeze_multi_modal_projector {
+                m.vision.merger = m.vision.merger.clone().no_grad();
+            }
+            if recipe.freeze_language_model {
+                m.text = m.text.clone().no_grad();
+            }
+            if recipe.finetuning_type == FinetuningType::Freeze {
+                // LLaMA-Factory `freeze`: only some decoder layers of the language model train.
+                let n = m.text.layers.len() as i64;
+                let k = recipe.freeze_trainable_layers;
+                let trainable = |i: i64| if k >= 0 { i >= n - k } else { i < -k };
+                m.text.embed_tokens = m.text.embed_tokens.clone().set_require_grad(false);
+                m.text.norm = m.text.norm.clone().no_grad();
+                m.text.lm_head = m.text.lm_head.clone().map(|h| h.no_grad());
+                m.text.layers = std::mem::take(&mut m.text.layers)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| if trainable(i as i64) { l } else { l.no_grad() })
+                    .collect();
+            }
+            None
+        }
+    }
+}
+
+/// Writes the trainable parameters (module paths as keys).
+fn save_trainable(model: &Qwen2VlModel, file: &Path) -> Result<(), FileError> {
+    let trainable: std::collections::HashSet<String> = trainable_params(model)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let tensors: Vec<NamedTensor> = parameters_where(model, |path| trainable.contains(path))
+        .into_iter()
+        .map(|(name, shape, values)| NamedTensor {
+            name,
+            shape,
+            values,
+        })
+        .collect();
+    write_safetensors(file, &tensors, StorageDtype::F32)
+}
+
+/// Replaces parameters by the values stored under their module path.
+struct LoadByPath<'a> {
+    reader: &'a CheckpointReader,
+    path: Vec<String>,
+    loaded: usize,
+    error: Option<FileError>,
+}
+
+impl ModuleMapper for LoadByPath<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.join(".");
+        if !self.reader.contains(&path) || self.error.is_some() {
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let dims = tensor.dims();
+        match self.reader.read_f32(&path, &dims) {
+            Ok(values) => {
+                let require_grad = tensor.is_require_grad();
+                let mut t = tensor_from_vec(values, dims, &tensor.device(), tensor.dtype());
+                if require_grad {
+                    t = t.require_grad();
+                }
+                self.loaded += 1;
+                Param::from_mapped_value(id, t, mapper)
+            }
+            Err(e) => {
+                self.error = Some(e);
+                Param::from_mapped_value(id, tensor, mapper)
+            }
+        }
+    }
+}
+
+fn load_trainable(model: Qwen2VlModel, file: &Path) -> Result<Qwen2VlModel, FileError> {
+    let reader = CheckpointReader::open_files(&[file.to_path_buf()])?;
+    let expected = reader.names().len();
+    let mut mapper = LoadByPath {
+        reader: &reader,
+        path: Vec::new(),
+        loaded: 0,
+        error: None,
+    };
+    let model = model.map(&mut mapper);
+    if let Some(e) = mapper.error {
+        return Err(e);
+    }
+    if mapper.loaded != expected {
+        return Err(FileError::new(
+            file,
+            format!(
+                "holds {expected} parameters but {} match this model",
+                mapper.loaded
+            ),
+        ));
+    }
+    Ok(model)
+}
+
+/// Mean loss over samples, no gradients (validation).
+fn evaluate(
+    model: &Qwen2Vl,
+    samples: &[TrainSample],
+    batch_size: usize,
+    image_config: &ImageProcessorConfig,
+) -> Result<f64, TrainError> {
+    let valid = Qwen2Vl {
+        model: model.model.valid(),
+        config: model.config.clone(),
+        processor: model.processor.clone(),
+        generation: model.generation.clone(),
+        dir: model.dir.clone(),
+        device: model.model.text.embed_tokens.val().inner().device(),
+        dtype: model.dtype,
+    };
+    let mut sum = 0.0;
+    let mut tokens = 0usize;
+    let refs: Vec<&TrainSample> = samples.iter().collect();
+    for chunk in refs.chunks(batch_size.max(1)) {
+        let (batch, labels) = micro_batch(valid.processor.pad_id, chunk, image_config)?;
+        let (loss_sum, n) = valid.loss_sum(&batch, &labels)?;
+        sum += tensor_to_vec(loss_sum)[0] as f64;
+        tokens += n;
+    }
+    Ok(if tokens > 0 {
+        sum / tokens as f64
+    } else {
+        f64::NAN
+    })
+}
+
+/// Seed of the dropout masks of one micro-batch.
+fn micro_batch_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (step as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
+        ^ (micro as u64).wrapping_add(0x2545_F491_4F6C_DD1D)
+}
+
+/// Loss and gradient norm of one optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// Mean loss over the step's supervised tokens.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// One optimizer step over `micro_batches` micro-batches built on demand by `micro_batch_at`:
+/// each micro-batch's summed loss is divided by `step_tokens` (the supervised tokens of the
+/// whole step) before its backward pass, gradients are summed, clipped by global norm and
+/// applied with AdamW. `seed_of(k)` seeds the device RNG (dropout) before micro-batch `k`.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_and_step(
+    mut model: Qwen2Vl,
+    optimizer: &mut AdamW,
+    micro_batches: usize,
+    step_tokens: usize,
+    mut micro_batch_at: impl FnMut(usize) -> Result<(TokenBatch, Vec<Vec<i64>>), TrainError>,
+    lr: f64,
+    max_grad_norm: f64,
+    seed_of: impl Fn(usize) -> u64,
+    group_of: impl Fn(&str) -> ParamGroup,
+) -> Result<(Qwen2Vl, StepOutcome), TrainError> {
+    let mut accumulator = GradientsAccumulator::new();
+    let mut losses = Vec::with_capacity(micro_batches);
+    for k in 0..micro_batches {
+        model.device.seed(seed_of(k));
+        let (batch, labels) = micro_batch_at(k)?;
+        let (loss_sum, _) = model.loss_sum(&batch, &labels)?;
+        let loss = loss_sum / step_tokens.max(1) as f64;
+        losses.push(loss.clone().detach());
+        let grads = GradientsParams::from_grads(loss.backward(), &model.model);
+        accumulator.accumulate(&model.model, grads);
+    }
+    let loss = tensor_to_vec(Tensor::cat(losses, 0).inner())
+        .iter()
+        .map(|&x| x as f64)
+        .sum();
+    let grads = accumulator.grads();
+    let grad_norm = global_grad_norm(&model.model, &grads);
+    let scale = clip_factor(grad_norm, max_grad_norm);
+    model.model = optimizer.step(model.model, grads, lr, scale, group_of);
+    Ok((model, StepOutcome { loss, grad_norm }))
+}
+
+/// Trains as `request` says; see the module documentation.
+pub fn train(
+    request: &TrainRequest,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainSummary, TrainError> {
+    let started = Instant::now();
+    let recipe = &request.recipe;
+    recipe
+        .validate()
+        .map_err(|e| TrainError::Recipe(e.to_string()))?;
+    if request.data.is_empty() {
+        return Err(TrainError::EmptyDataset("no --data file given".into()));
+    }
+    let train_device = request.device.clone().autodiff();
+    let mut model = Qwen2Vl::load(&request.model_dir, &train_device, DType::F32)?;
+
+    // Data.
+    let mut image_config = model.processor.image_config.clone();
+    image_config.min_pixels = recipe.image_min_pixels as usize;
+    image_config.max_pixels = recipe.image_max_pixels as usize;
+    let options = DataOptions {
+        mode: label_mode(recipe),
+        cutoff_len: recipe.cutoff_len,
+        image_config: image_config.clone(),
+        images_dir: request.images_dir.clone(),
+        skip_bad: request.skip_bad,
+    };
+    let image_tokens = [
+        model.config.image_token_id,
+        model.config.vision_start_token_id,
+        model.config.vision_end_token_id,
+    ];
+    let mut files: Vec<TrainData> = Vec::new();
+    for path in &request.data {
+        files.push(read_train_file(
+            &model.processor,
+            &image_tokens,
+            path,
+            &options,
+        )?);
+    }
+    let skipped: Vec<SkippedSample> = files.iter().flat_map(|f| f.skipped.clone()).collect();
+    let dropped_too_long = files.iter().map(|f| f.dropped_too_long).sum();
+    let truncated = files.iter().map(|f| f.truncated).sum();
+    let mut stages: Vec<Vec<TrainSample>> = if request.stages {
+        files.into_iter().map(|f| f.samples).collect()
+    } else {
+        vec![files.into_iter().flat_map(|f| f.samples).collect()]
+    };
+    for (i, s) in stages.iter().enumerate() {
+        if s.is_empty() {
+            let which = if request.stages {
+                request.data[i].display().to_string()
+            } else {
+                request
+                    .data
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(TrainError::EmptyDataset(format!(
+                "{which}: no usable training sample ({} skipped, {dropped_too_long} longer than cutoff_len)",
+                skipped.len()
+            )));
+        }
+    }
+    let val_samples: Vec<TrainSample> = if let Some(val) = &request.val_data {
+        let mut val_options = options.clone();
+        val_options.skip_bad = false;
+        read_train_file(&model.processor, &image_tokens, val, &val_options)?.samples
+    } else {
+        // `val_size` held out of the (last) stage's samples, picked by a seeded shuffle.
+        let last = stages.last_mut().expect("at least one stage");
+        let k = recipe.val_count(last.len());
+        if k > 0 {
+            let order = epoch_order(last.len(), recipe.seed, usize::MAX, 0);
+            let held: std::collections::HashSet<usize> = order[..k].iter().copied().collect();
+            let mut keep = Vec::new();
+            let mut val = Vec::new();
+            for (i, s) in std::mem::take(last).into_iter().enumerate() {
+                if held.contains(&i) {
+                    val.push(s);
+                } else {
+                    keep.push(s);
+                }
+            }
+            *last = keep;
+            val
+        } else {
+            Vec::new()
+        }
+    };
+
+    let batch_size = recipe.per_device_train_batch_size;
+    let accumulation = recipe.gradient_accumulation_steps;
+    let stage_micro: Vec<usize> = stages
+        .iter()
+        .map(|s| micro_batches_per_epoch(s.len(), batch_size))
+        .collect();
+    let stage_steps: Vec<usize> = stage_micro
+        .iter()
+        .map(|&mb| {
+            total_optimizer_steps(mb, accumulation, recipe.num_train_epochs, recipe.max_steps)
+        })
+        .collect();
+    let total_steps: usize = stage_steps.iter().sum();
+
+    // Run folder.
+    let mut state = RunDir::create_or_resume(
+        &request.out,
+        request.resume,
+        &model_fingerprint(&request.model_dir)?,
+        &recipe.fingerprint(),
+        &data_fingerprint(request)?,
+    )?;
+    state.dir.set_save_total_limit(recipe.save_total_limit);
+    let run = state.dir;
+    if !skipped.is_empty() {
+        let mut text = String::new();
+        for s in &skipped {
+            text.push_str(&serde_json::to_string(s).expect("plain struct"));
+            text.push('\n');
+        }
+        write_atomic(&run.skipped_path(), text.as_bytes())?;
+    }
+
+    // Model: frozen parts, adapters, then (on resume) the checkpoint's weights.
+    let total_params = crate::models::qwen2_vl::weights::parameter_count(&model.config);
+    let lora = prepare_trainable(&mut model, recipe);
+    let adam = AdamWSettings {
+        beta1: recipe.adam_beta1,
+        beta2: recipe.adam_beta2,
+        eps: recipe.adam_epsilon,
+        weight_decay: recipe.weight_decay,
+    };
+    let mut trainer_state = TrainerState {
+        total_steps,
+        ..TrainerState::default()
+    };
+    let mut optimizer = AdamW::new(adam);
+    if let Some(ckpt) = &state.checkpoint {
+        model.model = load_trainable(model.model, &ckpt.path.join(TRAINABLE_FILE))?;
+        let optimizer_step = ckpt
+            .state
+            .extra
+            .get("optimizer_step")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(ckpt.state.step as u64);
+        let opt_file = ckpt.path.join(OPTIMIZER_FILE);
+        if opt_file.is_file() {
+            optimizer = AdamW::load(adam, optimizer_step, &opt_file, &request.device)?;
+        }
+        trainer_state = ckpt.state.clone();
+        trainer_state.total_steps = total_steps;
+    }
+    let trainable_count = trainable_parameter_count(&model.model);
+    let plan = TrainPlan {
+        stage_samples: stages.iter().map(Vec::len).collect(),
+        stage_steps: stage_steps.clone(),
+        total_steps,
+        val_samples: val_samples.len(),
+        dropped_too_long,
+        truncated,
+        skipped: skipped.len(),
+        trainable_params: trainable_count,
+        total_params,
+        resumed_from_step: trainer_state.step,
+    };
+    observer.started(&plan);
+    let mut metrics = if trainer_state.step > 0 {
+        MetricsLog::resume(&run.metrics_path(), trainer_state.step)?
+    } else {
+        MetricsLog::create(&run.metrics_path())?
+    };
+
+    // The loop.
+    let mut window_loss = 0.0;
+    let mut window_steps = 0usize;
+    let mut window_tokens = 0usize;
+    let mut window_start = Instant::now();
+    while trainer_state.step < total_steps {
+        let pos = trainer_state.data.clone();
+        let stage = pos.stage;
+        let samples = &stages[stage];
+        let mb_per_epoch = stage_micro[stage];
+        let steps_before: usize = stage_steps[..stage].iter().sum();
+        let step_in_stage = trainer_state.step - steps_before;
+        if step_in_stage >= stage_steps[stage] {
+            // Next stage: fresh optimizer and schedule.
+            trainer_state.data = DataPosition {
+                stage: stage + 1,
+                epoch: 0,
+                next_micro_batch: 0,
+            };
+            optimizer = AdamW::new(adam);
+            continue;
+        }
+        if pos.next_micro_batch >= mb_per_epoch {
+            trainer_state.data.epoch += 1;
+            trainer_state.data.next_micro_batch = 0;
+            continue;
+        }
+        let schedule = LrSchedule::from_recipe(recipe, stage_steps[stage]);
+        let lr = schedule.lr(step_in_stage);
+        let order = epoch_order(samples.len(), recipe.seed, stage, pos.epoch);
+        let first = pos.next_micro_batch;
+        let last = (first + accumulation).min(mb_per_epoch);
+        let micro: Vec<Vec<&TrainSample>> = (first..last)
+            .map(|m| {
+                order[m * batch_size..((m + 1) * batch_size).min(samples.len())]
+                    .iter()
+                    .map(|&i| &samples[i])
+                    .collect()
+            })
+            .collect();
+        let step_tokens: usize = micro.iter().flatten().map(|s| s.supervised_tokens()).sum();
+        let input_tokens: usize = micro.iter().flatten().map(|s| s.ids.len()).sum();
+        let step_start = Instant::now();
+        let seed = recipe.seed;
+        let pad_id = model.processor.pad_id;
+        let step_index = trainer_state.step;
+        let (updated, outcome) = accumulate_and_step(
+            model,
+            &mut optimizer,
+            micro.len(),
+            step_tokens,
+            |k| micro_batch(pad_id, &micro[k], &image_config).map_err(TrainError::from),
+            lr,
+            recipe.max_grad_norm,
+            |k| micro_batch_seed(seed, step_index, k),
+            |path| param_group(path, recipe),
+        )?;
+        model = updated;
+        let (step_loss, grad_norm) = (outcome.loss, outcome.grad_norm);
+
+        trainer_state.step += 1;
+        trainer_state.data.next_micro_batch = last;
+        trainer_state.tokens_seen += step_tokens as u64;
+        trainer_state.epoch = pos.epoch as f64 + last as f64 / mb_per_epoch as f64;
+        trainer_state.loss_history.push(LossRecord {
+            step: trainer_state.step,
+            loss: step_loss,
+        });
+        trainer_state
+            .extra
+            .insert("optimizer_step".into(), optimizer.step.into());
+        let elapsed = step_start.elapsed().as_secs_f64();
+        observer.step(&StepReport {
+            step: trainer_state.step,
+            total_steps,
+            loss: step_loss,
+            lr,
+            grad_norm,
+            tokens_per_s: input_tokens as f64 / elapsed.max(1e-9),
+        });
+        window_loss += step_loss;
+        window_steps += 1;
+        window_tokens += input_tokens;
+
+        let finished = trainer_state.step == total_steps;
+        let log_now = finished
+            || (recipe.logging_steps > 0
+                && trainer_state.step.is_multiple_of(recipe.logging_steps));
+        let save_now = finished
+            || (recipe.save_steps > 0 && trainer_state.step.is_multiple_of(recipe.save_steps));
+        let val_loss = if save_now && !val_samples.is_empty() {
+            let v = evaluate(&model, &val_samples, batch_size, &image_config)?;
+            observer.message(&format!(
+                "step {}: validation loss {v:.4}",
+                trainer_state.step
+            ));
+            Some(v)
+        } else {
+            None
+        };
+        if log_now {
+            metrics.append(&MetricRow {
+                step: trainer_state.step,
+                epoch: trainer_state.epoch,
+                loss: window_loss / window_steps.max(1) as f64,
+                lr,
+                grad_norm,
+                tokens_per_s: window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9),
+                peak_memory_mib: peak_rss_mib(),
+                val_loss,
+            })?;
+            window_loss = 0.0;
+            window_steps = 0;
+            window_tokens = 0;
+            window_start = Instant::now();
+        }
+        if save_now {
+            let model_ref = &model.model;
+            let optimizer_ref = &optimizer;
+            let path = run.save_checkpoint(trainer_state.step, &trainer_state, |dir| {
+                save_trainable(model_ref, &dir.join(TRAINABLE_FILE)).map_err(|e| e.to_string())?;
+                optimizer_ref
+                    .save(&dir.join(OPTIMIZER_FILE))
+                    .map_err(|e| e.to_string())
+            })?;
+            observer.message(&format!("saved {}", path.display()));
+        }
+    }
+
+    // Export.
+    let val_loss = if val_samples.is_empty() {
+        None
+    } else {
+        Some(evaluate(&model, &val_samples, batch_size, &image_config)?)
+    };
+    let adapter_dir = if let Some(settings) = &lora {
+        let dir = run.adapter_dir();
+        save_peft_adapter(&mut model.model, settings, &request.model_dir, &dir)?;
+        merge_lora(&mut model.model);
+        Some(dir)
+    } else {
+        None
+    };
+    let model_dir = run.model_dir();
+    save_model_dir(&model, &model_dir)?;
+    observer.message(&format!("model written to {}", model_dir.display()));
+    let rows = read_metrics(&run.metrics_path())?;
+    if let Err(e) = plot_loss_curve(&rows, &run.loss_plot_path()) {
+        observer.message(&format!("loss plot not written: {e}"));
+    }
+    Ok(TrainSummary {
+        plan,
+        losses: trainer_state.loss_history,
+        val_loss,
+        model_dir,
+        adapter_dir,
+        peak_memory_mib: peak_rss_mib(),
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
