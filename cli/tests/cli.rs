@@ -437,19 +437,15 @@ fn eval_runs_a_jsonl_benchmark_and_resumes() {
     let bench = tmp.path().join("SLAKE.jsonl");
     std::fs::write(&bench, text).unwrap();
     let out = tmp.path().join("eval");
-    let args = |limit: &str| -> Vec<String> {
-        [
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--task",
-            "SLAKE",
-            "--data",
-            bench.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
+    let (m, b) = (model.to_str().unwrap(), bench.to_str().unwrap());
+    let eval = |task: &str, data: &str, out: &Path, extra: &[&str]| -> Output {
+        let mut args = vec!["eval", "--model", m, "--task", task, "--data", data];
+        args.extend(["--out", out.to_str().unwrap(), "--device", "cpu"]);
+        args.extend(extra);
+        run(&args)
+    };
+    let args = |limit: &'static str| -> Vec<&'static str> {
+        vec![
             "--max-new-tokens",
             "3",
             "--batch-size",
@@ -457,11 +453,8 @@ fn eval_runs_a_jsonl_benchmark_and_resumes() {
             "--limit",
             limit,
         ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
     };
-    let o = bin().args(args("2")).output().unwrap();
+    let o = eval("SLAKE", b, &out, &args("2"));
     assert!(o.status.success(), "{}", stderr(&o));
     let printed: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(printed["test_num"], 2, "{printed}");
@@ -470,7 +463,7 @@ fn eval_runs_a_jsonl_benchmark_and_resumes() {
         "{printed}"
     );
     // A different --limit over the same folder continues with the remaining row.
-    let o = bin().args(args("3")).output().unwrap();
+    let o = eval("SLAKE", b, &out, &args("3"));
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     assert_eq!(rows.lines().count(), 3);
@@ -478,34 +471,15 @@ fn eval_runs_a_jsonl_benchmark_and_resumes() {
     assert!(md.contains("SLAKE"), "{md}");
 
     // Unknown task: the known ones are listed. Missing field: line and field named.
-    let o = run(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--task",
-        "NotATask",
-        "--data",
-        bench.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = eval("NotATask", b, &out, &[]);
     expect_failure(&o, &["VQA_RAD", "PathVQA", "all-biomed"]);
     let broken = tmp.path().join("broken.jsonl");
     std::fs::write(&broken, "{\"input\": \"q\", \"label\": \"yes\"}\n").unwrap();
-    let o = run(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--task",
+    let o = eval(
         "SLAKE",
-        "--data",
         broken.to_str().unwrap(),
-        "--out",
-        tmp.path().join("b").to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+        &tmp.path().join("b"),
+        &[],
+    );
     expect_failure(&o, &["broken.jsonl", "line 1", "answer_type"]);
 }

@@ -46,6 +46,20 @@ fn image_column(colors: &[[u8; 3]], paths: &[Option<&str>]) -> StructArray {
     .unwrap()
 }
 
+/// Writes `image`, `input` and `label` columns as one parquet file.
+fn write_parquet(path: &Path, image: StructArray, input: ArrayRef, label: ArrayRef) {
+    let batch = RecordBatch::try_from_iter(vec![
+        ("image", Arc::new(image) as ArrayRef),
+        ("input", input),
+        ("label", label),
+    ])
+    .unwrap();
+    let mut writer =
+        ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
 fn tiny_model(dir: &Path) -> Qwen2Vl {
     let path = dir.join("model");
     init_model_dir(&path, Preset::Tiny, 2, false).unwrap();
@@ -183,17 +197,8 @@ fn parquet_benchmark_with_embedded_images() {
         "Which food is shown?",
     ]));
     let label: ArrayRef = Arc::new(StringArray::from(vec!["bibimbap", "hot dog", "sushi"]));
-    let batch = RecordBatch::try_from_iter(vec![
-        ("image", Arc::new(image) as ArrayRef),
-        ("input", input),
-        ("label", label),
-    ])
-    .unwrap();
     let file = tmp.path().join("Food101.parquet");
-    let mut writer =
-        ArrowWriter::try_new(File::create(&file).unwrap(), batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_parquet(&file, image, input, label);
 
     let task = EvalTask::Builtin(BenchmarkTask::Food101);
     assert_eq!(task.max_new_tokens(), 256);
@@ -222,17 +227,8 @@ fn parquet_benchmark_with_embedded_images() {
     let bad_label: ArrayRef = Arc::new(StringArray::from(vec!["not a dish"]));
     let input: ArrayRef = Arc::new(StringArray::from(vec!["q"]));
     let image = image_column(&[[1, 2, 3]], &[None]);
-    let batch = RecordBatch::try_from_iter(vec![
-        ("image", Arc::new(image) as ArrayRef),
-        ("input", input),
-        ("label", bad_label),
-    ])
-    .unwrap();
     let bad = tmp.path().join("bad.parquet");
-    let mut writer =
-        ArrowWriter::try_new(File::create(&bad).unwrap(), batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_parquet(&bad, image, input, bad_label);
     let rows = read_benchmark(&bad, &read).unwrap();
     let err = run_eval(
         &model,
