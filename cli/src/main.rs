@@ -169,6 +169,10 @@ enum Command {
         /// Also write the result JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// `paper` (the task's own metric, default), or `exact_match` /
+        /// `exact_match_normalized` for comparison with exact-match harnesses (lmms-eval).
+        #[arg(long, default_value = "paper")]
+        metric: String,
     },
     #[cfg(feature = "benchmark-files")]
     /// Generate answers for a benchmark with the paper's settings and score them.
@@ -457,13 +461,28 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             task,
             predictions,
             out,
+            metric,
         } => {
             let task: adamllm::eval::BenchmarkTask = task.parse()?;
-            let score = score_predictions_file(task, &predictions)?;
-            if let Some(out) = out {
-                write_json_atomic(&out, &score)?;
+            if metric == "paper" {
+                // Printed from the TaskScore itself so the keys keep their documented order.
+                let score = score_predictions_file(task, &predictions)?;
+                if let Some(out) = out {
+                    write_json_atomic(&out, &score)?;
+                }
+                println!("{}", serde_json::to_string(&score)?);
+            } else {
+                let Some(alt) = adamllm::eval::AlternativeMetric::from_name(&metric) else {
+                    bail!(
+                        "--metric {metric:?}: expected paper, exact_match or exact_match_normalized"
+                    );
+                };
+                let score = adamllm::eval::score_predictions_file_with(task, &predictions, alt)?;
+                if let Some(out) = out {
+                    write_json_atomic(&out, &score)?;
+                }
+                println!("{}", serde_json::to_string(&score)?);
             }
-            println!("{}", serde_json::to_string(&score)?);
         }
         #[cfg(feature = "benchmark-files")]
         Command::Eval {

@@ -405,6 +405,27 @@ fn score_prints_the_paper_keys_and_info_lists_adapters() {
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(written["task"], "VQA_RAD");
+    // The lmms-eval style alternative: normalized exact match, recorded as the metric.
+    let rows = tmp.path().join("em.jsonl");
+    std::fs::write(
+        &rows,
+        "{\"label\": \"yes\", \"answer_type\": \"CLOSED\", \"pred\": \"Yes.\"}\n\
+         {\"label\": \"left lung\", \"answer_type\": \"OPEN\", \"pred\": \"the left lung\"}\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "score",
+        "--task",
+        "VQA_RAD",
+        "--predictions",
+        rows.to_str().unwrap(),
+        "--metric",
+        "exact_match_normalized",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["metric"], "exact_match_normalized");
+    assert_eq!(v["exact_match_normalized"], 50.0);
     let o = run(&["score", "--task", "NotATask", "--predictions", "x.jsonl"]);
     expect_failure(&o, &["VQA_RAD", "Recipe1M"]);
 

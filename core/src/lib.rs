@@ -7,6 +7,7 @@
 //! - [`generation`]: batched greedy / sampled decoding with a KV cache.
 //! - [`loss`]: supervised cross-entropy over a dataset.
 //! - [`eval`]: the paper's benchmark scoring and the evaluation runner.
+//! - [`synth`]: reading synthesizer output into task triplets.
 //! - [`train`]: recipes, schedules, run directories, the training loop.
 //! - [`demo`]: the built-in demo domains.
 
@@ -18,6 +19,7 @@ pub mod generation;
 pub mod io;
 pub mod loss;
 pub mod models;
+pub mod synth;
 pub mod train;
 
 pub use burn;

@@ -42,5 +42,7 @@ pub use metrics::rouge::{RougeError, RougeL, rouge_l};
 pub use normalize::normalize_llava_med_answer;
 pub use predictions_file::read_prediction_rows;
 pub use python_random::PythonRandom;
-pub use score::{TaskScore, score_predictions_file, score_rows};
+pub use score::{
+    AlternativeMetric, TaskScore, score_predictions_file, score_predictions_file_with, score_rows,
+};
 pub use tasks::{BenchmarkTask, LabelShape, MetricKind};

@@ -91,6 +91,82 @@ pub fn score_predictions_file(task: BenchmarkTask, path: &Path) -> Result<TaskSc
     score_located_rows(task, &located)
 }
 
+/// The alternative string-match scores, for comparison with harnesses such as lmms-eval that
+/// score by (normalized) exact match instead of the paper's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlternativeMetric {
+    /// `pred == label`.
+    ExactMatch,
+    /// Equal after lower-casing, removing punctuation and mapping yes/no synonyms.
+    ExactMatchNormalized,
+}
+
+impl AlternativeMetric {
+    /// Its name, also the score key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ExactMatch => "exact_match",
+            Self::ExactMatchNormalized => "exact_match_normalized",
+        }
+    }
+
+    /// Parses `exact_match` / `exact_match_normalized`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "exact_match" => Some(Self::ExactMatch),
+            "exact_match_normalized" => Some(Self::ExactMatchNormalized),
+            _ => None,
+        }
+    }
+}
+
+/// Scores a predictions file of `task` with an alternative metric: the percentage of rows
+/// whose `pred` matches the `label` (a list label matches when the prediction equals its items
+/// joined by `", "`). Returns `{"task", "test_num", "metric", <metric name>}`.
+pub fn score_predictions_file_with(
+    task: BenchmarkTask,
+    path: &Path,
+    metric: AlternativeMetric,
+) -> Result<Value, ScoreError> {
+    let rows = read_prediction_rows(path)?;
+    let mut hits = 0.0;
+    for (location, row) in &rows {
+        let text = |field: &'static str| -> Result<String, ScoreError> {
+            match row.get(field) {
+                None => Err(ScoreError::MissingField {
+                    location: location.clone(),
+                    field,
+                    task: task.name(),
+                }),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(Value::Array(items)) if field == "label" => Ok(items
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(", ")),
+                Some(Value::Null) if field == "pred" => Ok(String::new()),
+                Some(other) => Err(ScoreError::WrongFieldType {
+                    location: location.clone(),
+                    field,
+                    expected: "a string",
+                    found: json_type_name(other),
+                }),
+            }
+        };
+        let (pred, label) = (text("pred")?, text("label")?);
+        hits += match metric {
+            AlternativeMetric::ExactMatch => super::exact_match(&pred, &label),
+            AlternativeMetric::ExactMatchNormalized => super::exact_match_normalized(&pred, &label),
+        };
+    }
+    Ok(serde_json::json!({
+        "task": task.name(),
+        "test_num": rows.len(),
+        "metric": metric.name(),
+        metric.name(): 100.0 * hits / rows.len() as f64,
+    }))
+}
+
 /// Scores already-parsed prediction rows for `task`; errors name the 1-based row.
 pub fn score_rows(task: BenchmarkTask, rows: &[Value]) -> Result<TaskScore, ScoreError> {
     let located: Vec<(RowLocation, &Value)> = rows
