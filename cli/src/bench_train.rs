@@ -8,11 +8,10 @@ use adamllm::device::{DeviceChoice, select_device};
 use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
 use adamllm::models::qwen2_vl::weights::parameter_count;
 use adamllm::models::qwen2_vl::{Qwen2Vl, TokenBatch};
-use adamllm::train::optimizer::{AdamW, AdamWSettings, ParamGroup};
+use adamllm::train::optimizer::{AdamW, AdamWSettings, ParamGroup, trainable_numel};
 use adamllm::train::recipe::TrainRecipe;
 use adamllm::train::trainer::{
     accumulate_and_step, current_rss_mib, peak_rss_mib, prepare_trainable,
-    trainable_parameter_count,
 };
 use anyhow::{Context, Result, bail};
 use rand::{RngExt, SeedableRng};
@@ -152,7 +151,7 @@ pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Resu
         parameters,
         _dir,
     } = setup(preset, mode, device, shape)?;
-    let trainable = trainable_parameter_count(&model.model);
+    let trainable = trainable_numel(&model.model);
     let mut optimizer = AdamW::new(AdamWSettings::default());
     // Every token but the first is a supervised target (labels are shifted by one).
     let tokens = shape.batch * (shape.seq_len - 1);

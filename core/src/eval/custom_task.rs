@@ -46,12 +46,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::benchmark::{BenchmarkRow, IMAGE_FIELD, json_type_name};
+use super::benchmark::{BenchmarkRow, IMAGE_FIELD};
 use super::metrics::exact_match::{exact_match, exact_match_normalized};
 use super::metrics::multi_label::LabelConfusion;
 use super::metrics::multiple_choice::{ChoiceOption, parse_multiple_choice};
 use super::metrics::rouge::rouge_l;
 use super::python_text::{python_len, python_lower};
+use super::score::json_type_name;
 use super::score::score_rows;
 use super::tasks::{BenchmarkTask, MetricKind};
 

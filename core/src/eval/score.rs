@@ -574,7 +574,8 @@ impl<'a> Row<'a> {
     }
 }
 
-fn json_type_name(value: &Value) -> &'static str {
+/// The JSON type of a value, for messages ("a string", "an array", ...).
+pub(crate) fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -17,6 +17,7 @@ use crate::io::{FileError, write_json_atomic};
 use crate::models::checkpoint::{NamedTensor, StorageDtype, write_safetensors};
 use crate::models::layers::{Linear, LoraAdapter, tensor_from_vec, tensor_to_vec, transpose_2d};
 use crate::models::qwen2_vl::Qwen2VlModel;
+use crate::models::qwen2_vl::export::transformers_name;
 
 /// File names of a PEFT adapter folder.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -74,7 +75,7 @@ pub fn is_target(path: &str, targets: &[String]) -> bool {
     if path == "vision.patch_embed" {
         return false;
     }
-    let name = checkpoint_prefix(path);
+    let name = transformers_name(path);
     let last = name.rsplit('.').next().unwrap_or(&name);
     targets.iter().any(|t| t == last)
 }
@@ -119,32 +120,13 @@ pub fn merge_lora(model: &mut Qwen2VlModel) {
     });
 }
 
-/// The checkpoint key prefix (`model.layers.0.self_attn.q_proj`) of a module path.
-fn checkpoint_prefix(path: &str) -> String {
-    if let Some(rest) = path.strip_prefix("text.lm_head") {
-        return format!("lm_head{rest}");
-    }
-    if let Some(rest) = path.strip_prefix("text.") {
-        return format!("model.{rest}");
-    }
-    if let Some(rest) = path.strip_prefix("vision.") {
-        let rest = rest.replacen("merger.fc1", "merger.mlp.0", 1).replacen(
-            "merger.fc2",
-            "merger.mlp.2",
-            1,
-        );
-        return format!("visual.{rest}");
-    }
-    path.to_string()
-}
-
 /// The adapters as PEFT names them: `base_model.model.<key>.lora_A.weight` (`[r, in]`) and
 /// `...lora_B.weight` (`[out, r]`).
 pub fn peft_tensors(model: &mut Qwen2VlModel) -> Vec<NamedTensor> {
     let mut out = Vec::new();
     for_each_linear(model, |path, linear| {
         let Some(lora) = &linear.lora else { return };
-        let key = format!("base_model.model.{}", checkpoint_prefix(path));
+        let key = format!("base_model.model.{}", transformers_name(path));
         let [fan_in, r] = lora.a.dims();
         let [_, fan_out] = lora.b.dims();
         out.push(NamedTensor {
@@ -197,17 +179,6 @@ pub fn save_peft_adapter(
     write_json_atomic(&out.join(ADAPTER_CONFIG), &config)
 }
 
-/// Trainable adapter parameter count.
-pub fn lora_parameter_count(model: &mut Qwen2VlModel) -> usize {
-    let mut n = 0;
-    for_each_linear(model, |_, linear| {
-        if let Some(l) = &linear.lora {
-            n += l.a.val().shape().num_elements() + l.b.val().shape().num_elements();
-        }
-    });
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,11 +186,11 @@ mod tests {
     #[test]
     fn peft_prefixes() {
         assert_eq!(
-            checkpoint_prefix("text.layers.2.mlp.down_proj"),
+            transformers_name("text.layers.2.mlp.down_proj"),
             "model.layers.2.mlp.down_proj"
         );
         assert_eq!(
-            checkpoint_prefix("vision.merger.fc2"),
+            transformers_name("vision.merger.fc2"),
             "visual.merger.mlp.2"
         );
         assert!(is_target(

@@ -81,11 +81,7 @@ impl ModuleVisitor for TrainableParams {
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if param.val().is_require_grad() {
-            let mut path = self.path.clone();
-            if path.last().is_some_and(|p| p.is_empty()) {
-                path.pop();
-            }
-            self.out.push((path.join("."), param.id));
+            self.out.push((self.path.join("."), param.id));
         }
     }
 }

@@ -803,7 +803,8 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of some bytes (digests).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

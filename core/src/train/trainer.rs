@@ -18,10 +18,11 @@ use super::data::{
 use super::lora::{LoraSettings, attach_lora, merge_lora, save_peft_adapter};
 use super::metrics_log::{MetricRow, MetricsLog, read_metrics};
 use super::optimizer::{
-    AdamW, AdamWSettings, ParamGroup, clip_factor, global_grad_norm, trainable_params,
+    AdamW, AdamWSettings, ParamGroup, clip_factor, global_grad_norm, trainable_numel,
+    trainable_params,
 };
 use super::plot::plot_loss_curve;
-use super::recipe::{FinetuningType, MaskMode, TrainRecipe};
+use super::recipe::{FinetuningType, MaskMode, TrainRecipe, hex};
 use super::run_dir::{DataPosition, LossRecord, RunDir, RunDirError, TrainerState};
 use super::schedule::{LrSchedule, micro_batches_per_epoch, total_optimizer_steps};
 use crate::io::{FileError, write_atomic};
@@ -160,25 +161,25 @@ pub struct TrainSummary {
     pub wall_s: f64,
 }
 
-/// Peak resident set size of this process (`VmHWM`) in MiB, where the OS reports it.
-pub fn peak_rss_mib() -> Option<f64> {
+/// A `/proc/self/status` memory field (`VmHWM`, `VmRSS`, given in kB) in MiB, where the OS
+/// reports it.
+fn proc_status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Peak resident set size of this process (`VmHWM`) in MiB, where the OS reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    proc_status_mib("VmHWM")
 }
 
 /// Current resident set size of this process (`VmRSS`) in MiB, where the OS reports it.
 pub fn current_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Number of trainable (gradient-receiving) parameter values of a model.
-pub fn trainable_parameter_count(model: &Qwen2VlModel) -> usize {
-    super::optimizer::trainable_numel(model)
+    proc_status_mib("VmRSS")
 }
 
 /// SHA-256 hex of some byte strings.
@@ -188,7 +189,7 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
 }
 
 /// Identity of a model folder: SHA-256 over its `config.json` and the full contents of its
@@ -227,7 +228,7 @@ pub fn model_fingerprint(dir: &Path) -> Result<String, FileError> {
             h.update(&buffer[..n]);
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
 }
 
 /// Identity of the training data: every file's bytes, the stage layout and validation file.
@@ -645,7 +646,7 @@ pub fn train(
         trainer_state = ckpt.state.clone();
         trainer_state.total_steps = total_steps;
     }
-    let trainable_count = trainable_parameter_count(&model.model);
+    let trainable_count = trainable_numel(&model.model);
     let plan = TrainPlan {
         stage_samples: stages.iter().map(Vec::len).collect(),
         stage_steps: stage_steps.clone(),

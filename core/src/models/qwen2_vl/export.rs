@@ -33,35 +33,51 @@ enum Layout {
     PatchKernel,
 }
 
-/// The checkpoint key and layout of a model parameter path, or `None` for parameters that are
-/// not part of a dense checkpoint (LoRA adapters).
-fn checkpoint_key(path: &str) -> Option<(String, Layout)> {
+/// The transformers name of one of our module or parameter paths:
+/// `text.layers.0.self_attn.q_proj` → `model.layers.0.self_attn.q_proj`,
+/// `vision.merger.fc1.bias` → `visual.merger.mlp.0.bias`, `text.lm_head.weight` →
+/// `lm_head.weight`, `vision.patch_embed.weight` → `visual.patch_embed.proj.weight`, and the
+/// bare token-embedding parameter `text.embed_tokens` → `model.embed_tokens.weight`. Used for
+/// dense checkpoints and for PEFT adapter keys alike.
+pub fn transformers_name(path: &str) -> String {
+    if path == "text.embed_tokens" {
+        return "model.embed_tokens.weight".into();
+    }
+    if let Some(rest) = path.strip_prefix("vision.patch_embed") {
+        return format!("visual.patch_embed.proj{rest}");
+    }
+    if let Some(rest) = path.strip_prefix("text.lm_head") {
+        return format!("lm_head{rest}");
+    }
+    if let Some(rest) = path.strip_prefix("text.") {
+        return format!("model.{rest}");
+    }
+    if let Some(rest) = path.strip_prefix("vision.") {
+        let rest = rest.replacen("merger.fc1", "merger.mlp.0", 1).replacen(
+            "merger.fc2",
+            "merger.mlp.2",
+            1,
+        );
+        return format!("visual.{rest}");
+    }
+    path.to_string()
+}
+
+/// The checkpoint key and layout of a parameter path with its dims, or `None` for parameters
+/// that are not part of a dense checkpoint (LoRA adapters).
+fn checkpoint_key(path: &str, dims: &[usize]) -> Option<(String, Layout)> {
     if path.split('.').any(|part| part == "lora") {
         return None;
     }
-    if path == "text.embed_tokens" {
-        return Some(("model.embed_tokens.weight".into(), Layout::Same));
-    }
-    if path == "vision.patch_embed.weight" {
-        return Some(("visual.patch_embed.proj.weight".into(), Layout::PatchKernel));
-    }
-    let name = if let Some(rest) = path.strip_prefix("vision.") {
-        let rest = rest.replacen("merger.fc1.", "merger.mlp.0.", 1).replacen(
-            "merger.fc2.",
-            "merger.mlp.2.",
-            1,
-        );
-        format!("visual.{rest}")
-    } else if let Some(rest) = path.strip_prefix("text.lm_head.") {
-        format!("lm_head.{rest}")
-    } else if let Some(rest) = path.strip_prefix("text.") {
-        format!("model.{rest}")
+    let layout = if path == "vision.patch_embed.weight" {
+        Layout::PatchKernel
+    } else if dims.len() == 2 && path.ends_with(".weight") {
+        // Every 2-D `.weight` is a linear layer's (the token embedding's path has no `.weight`).
+        Layout::Transposed
     } else {
-        path.to_string()
+        Layout::Same
     };
-    // Every 2-D `.weight` is a linear layer's except the token embedding.
-    let layout = Layout::Same;
-    Some((name, layout))
+    Some((transformers_name(path), layout))
 }
 
 /// Collects `(path, dims, values)` of the float parameters `keep` accepts.
@@ -117,14 +133,7 @@ pub fn checkpoint_tensors(model: &Qwen2VlModel, cfg: &Qwen2VlConfig) -> Vec<Name
     parameters_by_path(model)
         .into_iter()
         .filter_map(|(path, dims, values)| {
-            let (name, mut layout) = checkpoint_key(&path)?;
-            if layout == Layout::Same
-                && dims.len() == 2
-                && name.ends_with(".weight")
-                && name != "model.embed_tokens.weight"
-            {
-                layout = Layout::Transposed;
-            }
+            let (name, layout) = checkpoint_key(&path, &dims)?;
             Some(match layout {
                 Layout::Same => NamedTensor {
                     name,
@@ -187,35 +196,45 @@ mod tests {
     #[test]
     fn module_paths_map_to_transformers_keys() {
         assert_eq!(
-            checkpoint_key("vision.merger.fc1.weight").unwrap().0,
+            checkpoint_key("vision.merger.fc1.weight", &[8, 8])
+                .unwrap()
+                .0,
             "visual.merger.mlp.0.weight"
         );
         assert_eq!(
-            checkpoint_key("vision.blocks.3.attn.qkv.bias").unwrap().0,
+            checkpoint_key("vision.blocks.3.attn.qkv.bias", &[8])
+                .unwrap()
+                .0,
             "visual.blocks.3.attn.qkv.bias"
         );
         assert_eq!(
-            checkpoint_key("text.layers.1.self_attn.q_proj.weight")
+            checkpoint_key("text.layers.1.self_attn.q_proj.weight", &[8, 8])
                 .unwrap()
                 .0,
             "model.layers.1.self_attn.q_proj.weight"
         );
         assert_eq!(
-            checkpoint_key("text.lm_head.weight").unwrap().0,
+            checkpoint_key("text.lm_head.weight", &[8, 8]).unwrap().0,
             "lm_head.weight"
         );
         assert_eq!(
-            checkpoint_key("vision.patch_embed.weight").unwrap(),
+            checkpoint_key("vision.patch_embed.weight", &[1176, 8]).unwrap(),
             (
                 "visual.patch_embed.proj.weight".to_string(),
                 Layout::PatchKernel
             )
         );
-        assert!(checkpoint_key("text.layers.0.self_attn.q_proj.lora.a").is_none());
+        assert!(checkpoint_key("text.layers.0.self_attn.q_proj.lora.a", &[8, 2]).is_none());
         // A bare `Param` field has no `.weight` in its module path.
         assert_eq!(
-            checkpoint_key("text.embed_tokens").unwrap().0,
-            "model.embed_tokens.weight"
+            checkpoint_key("text.embed_tokens", &[768, 8]).unwrap(),
+            ("model.embed_tokens.weight".to_string(), Layout::Same)
+        );
+        assert_eq!(
+            checkpoint_key("text.layers.1.self_attn.q_proj.weight", &[8, 8])
+                .unwrap()
+                .1,
+            Layout::Transposed
         );
     }
 }
