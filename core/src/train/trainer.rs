@@ -667,6 +667,8 @@ pub fn train(
     };
 
     // The loop.
+    // The sample order of the current (stage, epoch), shuffled once per epoch.
+    let mut order_of: Option<((usize, usize), Vec<usize>)> = None;
     let mut window_loss = 0.0;
     let mut window_steps = 0usize;
     let mut window_tokens = 0usize;
@@ -695,7 +697,14 @@ pub fn train(
         }
         let schedule = LrSchedule::from_recipe(recipe, stage_steps[stage]);
         let lr = schedule.lr(step_in_stage);
-        let order = epoch_order(samples.len(), recipe.seed, stage, pos.epoch);
+        if order_of
+            .as_ref()
+            .is_none_or(|(key, _)| *key != (stage, pos.epoch))
+        {
+            let order = epoch_order(samples.len(), recipe.seed, stage, pos.epoch);
+            order_of = Some(((stage, pos.epoch), order));
+        }
+        let order = &order_of.as_ref().expect("set just above").1;
         let first = pos.next_micro_batch;
         let last = (first + accumulation).min(mb_per_epoch);
         let micro: Vec<Vec<&TrainSample>> = (first..last)
