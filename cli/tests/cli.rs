@@ -56,6 +56,14 @@ fn generate_once(model: &str, image: Option<&Path>, prompt: &str) -> Output {
     run(&args)
 }
 
+/// `adamllm loss` on the CPU, with extra flags.
+fn loss_on_cpu(model: &Path, data: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["loss", "--model", model.to_str().unwrap()];
+    args.extend(["--data", data.to_str().unwrap(), "--device", "cpu"]);
+    args.extend(extra);
+    run(&args)
+}
+
 fn expect_failure(o: &Output, needles: &[&str]) {
     assert!(
         !o.status.success(),
@@ -139,15 +147,7 @@ fn init_generate_and_loss_on_cpu() {
 #[test]
 fn loss_matches_the_transformers_reference() {
     let data = fixture_model().join("one_image.json");
-    let o = run(&[
-        "loss",
-        "--model",
-        fixture_model().to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = loss_on_cpu(&fixture_model(), &data, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert!(
@@ -164,19 +164,9 @@ fn loss_matches_the_transformers_reference() {
     let row: serde_json::Value = serde_json::from_str(&row).unwrap();
     let text = format!("{}\n{}\n", row, row);
     std::fs::write(&jsonl, text).unwrap();
-    let o = run(&[
-        "loss",
-        "--model",
-        fixture_model().to_str().unwrap(),
-        "--data",
-        jsonl.to_str().unwrap(),
-        "--images",
-        fixture_model().to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--batch-size",
-        "2",
-    ]);
+    let images = fixture_model();
+    let extra = ["--images", images.to_str().unwrap(), "--batch-size", "2"];
+    let o = loss_on_cpu(&fixture_model(), &jsonl, &extra);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert!(
@@ -327,15 +317,7 @@ fn bad_prompts_and_images_are_named() {
         ),
     )
     .unwrap();
-    let o = run(&[
-        "loss",
-        "--model",
-        m,
-        "--data",
-        data.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = loss_on_cpu(Path::new(m), &data, &[]);
     expect_failure(
         &o,
         &[
@@ -350,15 +332,7 @@ fn bad_prompts_and_images_are_named() {
         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
     )
     .unwrap();
-    let o = run(&[
-        "loss",
-        "--model",
-        m,
-        "--data",
-        data.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = loss_on_cpu(Path::new(m), &data, &[]);
     expect_failure(&o, &["d.jsonl", "line 1", "no assistant turn"]);
     // A sequence longer than the model's max positions.
     let d = tmp.path().join("short_model");
