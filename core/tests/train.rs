@@ -301,3 +301,76 @@ fn two_stage_runs_files_in_order() {
     assert_eq!(summary.plan.stage_steps, vec![4, 4]);
     assert_eq!(rec.steps.len(), 8);
 }
+
+/// `mask_mode: synthesizer` masks the whole first round (system, image, first question, first
+/// answer) and trains every later token, user turns included; `assistant` trains only answers.
+#[test]
+fn synthesizer_mask_trains_everything_after_the_first_round() {
+    use adamllm::models::qwen2_vl::processor::IGNORE_INDEX;
+    use adamllm::train::data::{DataOptions, read_train_file};
+    use adamllm::train::trainer::label_mode;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (model_dir, _) = setup(tmp.path());
+    let model = Qwen2Vl::load(&model_dir, &Device::flex(), DType::F32).unwrap();
+    let row = serde_json::json!({
+        "messages": [
+            {"role": "user", "content": "<image>Describe the image."},
+            {"role": "assistant", "content": "A red square."},
+            {"role": "user", "content": "Answer with a precise response.\nWhat colour?"},
+            {"role": "assistant", "content": "Red"}
+        ],
+        "images": ["red.png"]
+    });
+    let data = tmp.path().join("seed.jsonl");
+    std::fs::write(&data, format!("{row}\n")).unwrap();
+    let image_tokens = [
+        model.config.image_token_id,
+        model.config.vision_start_token_id,
+        model.config.vision_end_token_id,
+    ];
+    let labels_for = |overrides: &[(&str, &str)]| -> Vec<i64> {
+        let r = recipe(overrides);
+        let options = DataOptions {
+            mode: label_mode(&r),
+            cutoff_len: r.cutoff_len,
+            image_config: model.processor.image_config.clone(),
+            images_dir: None,
+            skip_bad: false,
+        };
+        let read = read_train_file(&model.processor, &image_tokens, &data, &options).unwrap();
+        read.samples[0].labels.clone()
+    };
+    let decode = |labels: &[i64]| {
+        let ids: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        model.processor.decode_with_special(&ids).unwrap()
+    };
+
+    let labels = labels_for(&[("mask_mode", "synthesizer")]);
+    let first = labels.iter().position(|&l| l != IGNORE_INDEX).unwrap();
+    assert!(
+        labels[first..].iter().all(|&l| l != IGNORE_INDEX),
+        "synthesizer: supervised tokens not contiguous to the end"
+    );
+    let synth = decode(&labels[first..]);
+    assert!(synth.contains("<|im_start|>user"), "{synth}");
+    assert!(
+        synth.contains("Answer with a precise response.\nWhat colour?"),
+        "{synth}"
+    );
+    assert!(synth.trim_end().ends_with("Red<|im_end|>"), "{synth}");
+    assert!(
+        !synth.contains("A red square") && !synth.contains("Describe"),
+        "{synth}"
+    );
+
+    // The default trains the answers only: the first round's answer is in, the question not.
+    let labels = labels_for(&[]);
+    let supervised: Vec<i64> = labels.into_iter().filter(|&l| l != IGNORE_INDEX).collect();
+    let text = decode(&supervised);
+    assert!(
+        text.contains("A red square.") && text.contains("Red"),
+        "{text}"
+    );
+    assert!(!text.contains("What colour?"), "{text}");
+}

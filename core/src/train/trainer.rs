@@ -241,8 +241,9 @@ fn data_fingerprint(request: &TrainRequest) -> Result<String, FileError> {
     Ok(sha256_hex(&refs))
 }
 
-/// The label mode a recipe asks for.
-fn label_mode(recipe: &TrainRecipe) -> LabelMode {
+/// The label mode a recipe asks for: `mask_mode: synthesizer` → everything after the first
+/// round, `train_on_prompt` → every token, else the assistant turns.
+pub fn label_mode(recipe: &TrainRecipe) -> LabelMode {
     match (recipe.mask_mode, recipe.train_on_prompt) {
         (MaskMode::Synthesizer, _) => LabelMode::AfterFirstRound,
         (MaskMode::Assistant, true) => LabelMode::AllTokens,
