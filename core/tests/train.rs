@@ -374,3 +374,31 @@ fn synthesizer_mask_trains_everything_after_the_first_round() {
     );
     assert!(!text.contains("What colour?"), "{text}");
 }
+
+/// `val_size` holds samples out of training (a count ≥ 1, or a fraction) and reports their
+/// loss at the end and in `metrics.jsonl` at each save.
+#[test]
+fn val_size_holds_out_samples_and_reports_their_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    for (val_size, held) in [("1", 1), ("0.5", 2)] {
+        let out = tmp.path().join(format!("val-{val_size}"));
+        let r = recipe(&[
+            ("val_size", val_size),
+            ("max_steps", "4"),
+            ("save_steps", "2"),
+        ]);
+        let summary = train(
+            &request(&model, &data, &out, r, Device::flex()),
+            &mut Record::default(),
+        )
+        .unwrap();
+        assert_eq!(summary.plan.val_samples, held);
+        assert_eq!(summary.plan.stage_samples, vec![4 - held]);
+        let val = summary.val_loss.unwrap();
+        assert!(val.is_finite() && val > 0.0, "{val}");
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let with_val = metrics.lines().filter(|l| l.contains("val_loss")).count();
+        assert_eq!(with_val, 2, "{metrics}");
+    }
+}

@@ -776,7 +776,8 @@ pub fn train(
         } else {
             None
         };
-        if log_now {
+        // A validation result always gets its row, even between logging steps.
+        if log_now || val_loss.is_some() {
             metrics.append(&MetricRow {
                 step: trainer_state.step,
                 epoch: trainer_state.epoch,
