@@ -4,6 +4,7 @@
 mod bench;
 mod bench_train;
 mod progress;
+mod synth_cmd;
 mod train_cmd;
 
 use std::path::PathBuf;
@@ -82,6 +83,26 @@ impl DeviceArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Synthesizer data: `synth seed` builds the synthesizer's tuning set.
+    Synth {
+        #[command(subcommand)]
+        what: synth_cmd::SynthCommand,
+    },
+    /// Write task triplets for image-caption pairs with a synthesizer (or, with --rules, the
+    /// manual-rule baseline) -> syn_task_triplets.jsonl.
+    Synthesize(synth_cmd::SynthesizeArgs),
+    /// Judge each triplet's consistency with a text-only model -> filtered_task_pairs.jsonl.
+    Filter(synth_cmd::FilterArgs),
+    /// Mix caption tasks and kept synthetic tasks into training data.
+    Assemble(synth_cmd::AssembleArgs),
+    /// Run synthesize -> filter -> assemble -> train from one YAML file, resumable.
+    Pipeline {
+        /// pipeline.yaml.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Show the device `--device` resolves to and every adapter wgpu sees.
     Info {
         #[command(flatten)]
@@ -509,6 +530,13 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             &device,
         )?,
         Command::Train(args) => train_cmd::run(args, recipe_overrides)?,
+        Command::Synth {
+            what: synth_cmd::SynthCommand::Seed(args),
+        } => synth_cmd::seed(args)?,
+        Command::Synthesize(args) => synth_cmd::synthesize(args)?,
+        Command::Filter(args) => synth_cmd::filter(args)?,
+        Command::Assemble(args) => synth_cmd::assemble(args)?,
+        Command::Pipeline { config, device } => synth_cmd::pipeline(config, device)?,
         Command::Bench { what } => bench::run(what)?,
     }
     Ok(())

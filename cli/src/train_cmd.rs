@@ -66,9 +66,11 @@ fn recipe_help() -> String {
 /// Takes `--<recipe-key> value` / `--<recipe-key>=value` pairs out of the arguments after
 /// `train`. A key without a value (followed by another flag or nothing) means `true`.
 pub fn split_recipe_flags(args: Vec<String>) -> (Vec<String>, Vec<(String, String)>) {
-    let Some(train_at) = args.iter().position(|a| a == "train") else {
+    // Only the `train` subcommand takes recipe flags (`adamllm train ...`).
+    let train_at = 1;
+    if args.get(train_at).map(String::as_str) != Some("train") {
         return (args, Vec::new());
-    };
+    }
     let mut rest = args[..=train_at].to_vec();
     let mut overrides = Vec::new();
     let mut i = train_at + 1;
@@ -236,5 +238,15 @@ mod tests {
                 ("train_on_prompt".to_string(), "true".to_string()),
             ]
         );
+        // Other commands keep every flag, even with a value spelled "train".
+        let other = s(&[
+            "adamllm",
+            "synthesize",
+            "--out",
+            "train",
+            "--max-steps",
+            "3",
+        ]);
+        assert_eq!(split_recipe_flags(other.clone()), (other, Vec::new()));
     }
 }

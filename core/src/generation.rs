@@ -26,6 +26,9 @@ pub struct GenerationOptions {
     pub seed: u64,
     /// Extra ids that end generation (the model's own stop ids apply unless `ignore_eos`).
     pub extra_stop_ids: Vec<u32>,
+    /// Replaces the model's own stop ids (`extra_stop_ids` still apply). Synthesis uses it
+    /// to write several turns: it stops at `<|endoftext|>` only, not at `<|im_end|>`.
+    pub stop_ids: Option<Vec<u32>>,
     /// Generate exactly `max_new_tokens` (benchmarks).
     pub ignore_eos: bool,
 }
@@ -39,6 +42,7 @@ impl Default for GenerationOptions {
             top_k: 0,
             seed: 0,
             extra_stop_ids: Vec::new(),
+            stop_ids: None,
             ignore_eos: false,
         }
     }
@@ -85,6 +89,8 @@ pub fn generate(
     }
     let mut stop_ids = if options.ignore_eos {
         Vec::new()
+    } else if let Some(ids) = &options.stop_ids {
+        ids.clone()
     } else {
         model.stop_token_ids()
     };

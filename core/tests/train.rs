@@ -358,7 +358,8 @@ fn synthesizer_mask_trains_everything_after_the_first_round() {
         synth.contains("Answer with a precise response.\nWhat colour?"),
         "{synth}"
     );
-    assert!(synth.trim_end().ends_with("Red<|im_end|>"), "{synth}");
+    // The synthesizer learns to end its output with <|endoftext|>, where synthesis stops.
+    assert!(synth.ends_with("Red<|im_end|>\n<|endoftext|>"), "{synth}");
     assert!(
         !synth.contains("A red square") && !synth.contains("Describe"),
         "{synth}"

@@ -73,6 +73,31 @@ impl PythonRandom {
     }
 }
 
+impl PythonRandom {
+    /// Equivalent of `random()`: a float in `[0, 1)` with 53 random bits (two 32-bit
+    /// outputs, the first keeping 27 bits and the second 26).
+    pub fn random(&mut self) -> f64 {
+        let a = self.generator.next_u32() >> 5;
+        let b = self.generator.next_u32() >> 6;
+        (f64::from(a) * 67_108_864.0 + f64::from(b)) / 9_007_199_254_740_992.0
+    }
+
+    /// Equivalent of `shuffle(items)` (Fisher–Yates from the end, `randbelow(i + 1)`).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.randbelow(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+
+    /// Equivalent of `choices([True, False], weights=(percent, 100 - percent))[0]`: true
+    /// with probability `percent / 100`, drawing one `random()`.
+    pub fn chance_percent(&mut self, percent: f64) -> bool {
+        // choices() bisects the cumulative weights [p, 100] at random() * 100.
+        self.random() * 100.0 < percent
+    }
+}
+
 /// The `init_by_array` key CPython derives from a non-negative integer seed.
 fn seed_key_words(magnitude: u128) -> Vec<u32> {
     let mut words = Vec::with_capacity(4);
@@ -237,5 +262,28 @@ mod tests {
     fn choice_of_nothing_is_none() {
         let empty: [u8; 0] = [];
         assert_eq!(PythonRandom::from_int_seed(3).choice(&empty), None);
+    }
+
+    /// `Random(7).random()` twice, `Random(3).shuffle(list(range(10)))`, and the seeds
+    /// below 200 for which `Random(i).choices([True, False], weights=(10, 90))[0]` is true
+    /// (CPython 3.11).
+    #[test]
+    fn random_shuffle_and_choices_match_cpython() {
+        let mut r = PythonRandom::from_int_seed(7);
+        assert_eq!(r.random(), 0.32383276483316237);
+        assert_eq!(r.random(), 0.15084917392450192);
+        let mut items: Vec<u32> = (0..10).collect();
+        PythonRandom::from_int_seed(3).shuffle(&mut items);
+        assert_eq!(items, [1, 5, 6, 0, 9, 4, 7, 2, 8, 3]);
+        let blank: Vec<i128> = (0..200)
+            .filter(|&i| PythonRandom::from_int_seed(i).chance_percent(10.0))
+            .collect();
+        assert_eq!(
+            blank,
+            [
+                31, 32, 43, 49, 55, 57, 66, 67, 72, 89, 91, 113, 121, 123, 127, 137, 139, 149, 162,
+                164, 165, 176, 190, 198
+            ]
+        );
     }
 }

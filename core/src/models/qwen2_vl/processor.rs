@@ -19,6 +19,9 @@ pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
 /// Label value of tokens that are not trained on (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
 
+/// The token that ends a document (Qwen2's pad token); ends synthesizer outputs.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
 /// Which tokens carry a training label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LabelMode {
@@ -27,7 +30,9 @@ pub enum LabelMode {
     AssistantTurns,
     /// Every token except image pads (LLaMA-Factory `train_on_prompt`).
     AllTokens,
-    /// Everything after the first assistant turn, user turns included (the synthesizer's mode).
+    /// Everything after the first assistant turn, user turns included, then a trained
+    /// `<|endoftext|>` (the synthesizer's mode: synthesis stops at `<|endoftext|>`, since
+    /// `<|im_end|>` closes every one of the turns it writes).
     AfterFirstRound,
 }
 
@@ -133,6 +138,20 @@ impl Qwen2VlProcessor {
         conversation: &Conversation,
         add_generation_prompt: bool,
     ) -> (String, Vec<MessageSpan>) {
+        self.render_opening(
+            conversation,
+            add_generation_prompt.then_some(Role::Assistant),
+        )
+    }
+
+    /// Renders a conversation and then opens a turn of `open` (if any) for the model to
+    /// write: `<|im_start|>assistant\n` is the usual generation prompt; the synthesizer is
+    /// prompted with an open `user` turn so that it writes its own question.
+    pub fn render_opening(
+        &self,
+        conversation: &Conversation,
+        open: Option<Role>,
+    ) -> (String, Vec<MessageSpan>) {
         let mut text = String::new();
         let mut spans = Vec::new();
         if conversation.messages.first().map(|m| m.role) != Some(Role::System) {
@@ -154,8 +173,10 @@ impl Qwen2VlProcessor {
             spans.push((message.role, start..end, end..text.len()));
             text.push('\n');
         }
-        if add_generation_prompt {
-            text.push_str("<|im_start|>assistant\n");
+        if let Some(role) = open {
+            text.push_str("<|im_start|>");
+            text.push_str(role.as_str());
+            text.push('\n');
         }
         (text, spans)
     }
@@ -168,6 +189,22 @@ impl Qwen2VlProcessor {
         add_generation_prompt: bool,
         mode: LabelMode,
     ) -> Result<EncodedPrompt, PromptError> {
+        self.encode_opening(
+            conversation,
+            images,
+            add_generation_prompt.then_some(Role::Assistant),
+            mode,
+        )
+    }
+
+    /// [`Self::encode`] with an open turn of any role at the end (see [`Self::render_opening`]).
+    pub fn encode_opening(
+        &self,
+        conversation: &Conversation,
+        images: &[ProcessedImage],
+        open: Option<Role>,
+        mode: LabelMode,
+    ) -> Result<EncodedPrompt, PromptError> {
         let placeholders = conversation.placeholder_count();
         if placeholders != images.len() {
             return Err(PromptError::ImageCountMismatch {
@@ -175,7 +212,13 @@ impl Qwen2VlProcessor {
                 images: images.len(),
             });
         }
-        let (text, spans) = self.render(conversation, add_generation_prompt);
+        let (mut text, spans) = self.render_opening(conversation, open);
+        if mode == LabelMode::AfterFirstRound
+            && open.is_none()
+            && self.tokenizer.token_to_id(END_OF_TEXT).is_some()
+        {
+            text.push_str(END_OF_TEXT);
+        }
         let encoding = self
             .tokenizer
             .encode(text.as_str(), false)
