@@ -14,3 +14,13 @@ pub fn bar(len: u64, label: &str) -> ProgressBar {
     bar.set_prefix(label.to_string());
     bar
 }
+
+/// Prints a line above the bar, or to stderr when the bar is hidden (stderr is not a
+/// terminal), so messages reach logs and tests too.
+pub fn say(bar: &ProgressBar, text: impl AsRef<str>) {
+    if bar.is_hidden() {
+        eprintln!("{}", text.as_ref());
+    } else {
+        bar.println(text.as_ref());
+    }
+}

@@ -347,7 +347,7 @@ impl TrainObserver for PipelineView {
     }
 
     fn message(&mut self, text: &str) {
-        self.bar.println(format!("     train: {text}"));
+        crate::progress::say(&self.bar, format!("     train: {text}"));
     }
 }
 
@@ -359,10 +359,10 @@ impl PipelineObserver for PipelineView {
         self.bar.set_length(0);
         self.bar.set_message("");
         if reused {
-            self.bar.println(format!(
-                "{index}/4 {}: finished earlier, reused",
-                stage.name()
-            ));
+            crate::progress::say(
+                &self.bar,
+                format!("{index}/4 {}: finished earlier, reused", stage.name()),
+            );
         }
     }
 
@@ -371,7 +371,7 @@ impl PipelineObserver for PipelineView {
     }
 
     fn finished(&mut self, stage: Stage, summary: &serde_json::Value) {
-        self.bar.println(format!("{:>12}: {summary}", stage.name()));
+        crate::progress::say(&self.bar, format!("{:>12}: {summary}", stage.name()));
     }
 
     fn trainer(&mut self) -> &mut dyn TrainObserver {

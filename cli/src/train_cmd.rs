@@ -109,30 +109,36 @@ impl TrainObserver for Bar {
         self.bar.set_length(plan.total_steps as u64);
         self.bar.set_position(plan.resumed_from_step as u64);
         self.bar.reset_eta();
-        self.bar.println(format!(
-            "{} samples in {} stage(s), {} validation; {} optimizer steps; {} of {} parameters trainable{}{}{}",
-            plan.stage_samples.iter().sum::<usize>(),
-            plan.stage_samples.len(),
-            plan.val_samples,
-            plan.total_steps,
-            plan.trainable_params,
-            plan.total_params,
-            if plan.resumed_from_step > 0 {
-                format!("; resuming after step {}", plan.resumed_from_step)
-            } else {
-                String::new()
-            },
-            if plan.dropped_too_long > 0 {
-                format!("; {} dropped (cutoff_len inside image tokens)", plan.dropped_too_long)
-            } else {
-                String::new()
-            },
-            if plan.skipped > 0 {
-                format!("; {} skipped (see skipped.jsonl)", plan.skipped)
-            } else {
-                String::new()
-            },
-        ));
+        crate::progress::say(
+            &self.bar,
+            format!(
+                "{} samples in {} stage(s), {} validation; {} optimizer steps; {} of {} parameters trainable{}{}{}",
+                plan.stage_samples.iter().sum::<usize>(),
+                plan.stage_samples.len(),
+                plan.val_samples,
+                plan.total_steps,
+                plan.trainable_params,
+                plan.total_params,
+                if plan.resumed_from_step > 0 {
+                    format!("; resuming after step {}", plan.resumed_from_step)
+                } else {
+                    String::new()
+                },
+                if plan.dropped_too_long > 0 {
+                    format!(
+                        "; {} dropped (cutoff_len inside image tokens)",
+                        plan.dropped_too_long
+                    )
+                } else {
+                    String::new()
+                },
+                if plan.skipped > 0 {
+                    format!("; {} skipped (see skipped.jsonl)", plan.skipped)
+                } else {
+                    String::new()
+                },
+            ),
+        );
     }
 
     fn step(&mut self, r: &StepReport) {
@@ -144,7 +150,7 @@ impl TrainObserver for Bar {
     }
 
     fn message(&mut self, text: &str) {
-        self.bar.println(text);
+        crate::progress::say(&self.bar, text);
     }
 }
 

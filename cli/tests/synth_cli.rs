@@ -1,0 +1,396 @@
+//! `adamllm synthesize / filter / assemble / pipeline` end to end through the binary: a
+//! synthesis killed for real resumes with no duplicate and no lost row; the rule baseline
+//! feeds every assembly mode; the pipeline runs all four stages and reuses them on a rerun;
+//! bad input is named and leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adamllm"));
+    c.env("XDG_RUNTIME_DIR", "/tmp");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "command failed: {}", stderr(o));
+}
+
+fn expect_failure(o: &Output, needles: &[&str]) {
+    assert!(!o.status.success(), "expected failure: {}", stderr(o));
+    let e = stderr(o);
+    for n in needles {
+        assert!(e.contains(n), "stderr lacks {n:?}: {e}");
+    }
+    assert!(!e.contains("panicked"), "panic instead of an error: {e}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A random tiny model and `n` image-caption pairs (with images) in `dir`.
+fn setup(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
+    let model = dir.join("model");
+    ok(&run(&["init", "--out", s(&model), "--seed", "3"]));
+    let words = [
+        "round", "oval", "dark", "pale", "large", "small", "dense", "sparse",
+    ];
+    let mut lines = String::new();
+    for i in 0..n {
+        let rgb = [
+            (37 * i % 256) as u8,
+            (91 * i % 256) as u8,
+            (53 * i % 256) as u8,
+        ];
+        let name = format!("tissue{i:02}.png");
+        image::RgbImage::from_pixel(56 + 28 * (i as u32 % 2), 56, image::Rgb(rgb))
+            .save(dir.join(&name))
+            .unwrap();
+        let caption = format!(
+            "A {} nucleus beside {} {} cells in stained tissue.",
+            words[i % 8],
+            i + 2,
+            words[(i + 3) % 8]
+        );
+        lines.push_str(
+            &json!({"images": [name], "messages": [
+                {"role": "user", "content": "<image>Describe the slide."},
+                {"role": "assistant", "content": caption}]})
+            .to_string(),
+        );
+        lines.push('\n');
+    }
+    let data = dir.join("image_caption_pairs.jsonl");
+    std::fs::write(&data, lines).unwrap();
+    (model, data)
+}
+
+fn chunk_count(cache: &Path) -> usize {
+    std::fs::read_dir(cache)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_synthesis_resumes_without_duplicates_or_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path(), 16);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "synthesize",
+            "--synthesizer",
+            s(&model),
+            "--data",
+            s(&data),
+            "--out",
+            s(out),
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "160",
+            "--device",
+            "cpu",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = tmp.path().join("whole");
+    let o = bin().args(args(&whole)).output().unwrap();
+    ok(&o);
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["rows"], 16);
+    let reference = std::fs::read_to_string(whole.join("syn_task_triplets.jsonl")).unwrap();
+
+    let cut = tmp.path().join("cut");
+    let mut child = bin()
+        .args(args(&cut))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while chunk_count(&cut.join(".syn_cache")) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no chunk written"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let chunks = chunk_count(&cut.join(".syn_cache"));
+    assert!(chunks < 8, "the run was not cut short ({chunks} chunks)");
+    assert!(!cut.join("syn_task_triplets.jsonl").exists());
+
+    let o = bin().args(args(&cut)).output().unwrap();
+    ok(&o);
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["rows"], 16);
+    assert_eq!(
+        summary["generated_now"].as_u64().unwrap() as usize,
+        16 - 2 * chunks,
+        "resumed rows were generated again"
+    );
+    let resumed = std::fs::read_to_string(cut.join("syn_task_triplets.jsonl")).unwrap();
+    assert_eq!(resumed, reference);
+    let ids: Vec<u64> = resumed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["syn_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, (0..16).collect::<Vec<u64>>());
+    assert!(!cut.join(".syn_cache").exists());
+
+    // Another synthesizer may not continue this cache.
+    let other = tmp.path().join("other-model");
+    ok(&run(&["init", "--out", s(&other), "--seed", "4"]));
+    let mut child_args = args(&tmp.path().join("third"));
+    child_args[2] = s(&other).to_string();
+    std::fs::create_dir_all(tmp.path().join("third/.syn_cache")).unwrap();
+    std::fs::write(
+        tmp.path()
+            .join("third/.syn_cache/chunk-000000000-000000000.jsonl"),
+        "{\"syn_id\": 0, \"skipped\": \"x\"}\n",
+    )
+    .unwrap();
+    let o = bin().args(&child_args).output().unwrap();
+    expect_failure(&o, &[".syn_cache", "another run"]);
+}
+
+#[test]
+fn rule_tasks_feed_every_assembly_mode_and_bad_input_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (model, data) = setup(dir, 6);
+    let rules = dir.join("rules");
+    let o = run(&[
+        "synthesize",
+        "--rules",
+        "--data",
+        s(&data),
+        "--out",
+        s(&rules),
+    ]);
+    ok(&o);
+    let tasks = rules.join("rule_task_pairs.jsonl");
+    let rows: Vec<Value> = std::fs::read_to_string(&tasks)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 6);
+    for row in &rows {
+        assert_eq!(row["consistency"], "yes");
+        assert!(
+            row["task"]["instruction"].as_str().unwrap().len() > 10,
+            "{row}"
+        );
+    }
+    for (mode, files) in [
+        ("single", vec!["data.json"]),
+        ("caption-only", vec!["data.json"]),
+        ("synthetic-only", vec!["data.json"]),
+        (
+            "two-stage",
+            vec!["data_stage1_caption.json", "data_stage2_synthetic.json"],
+        ),
+    ] {
+        let out = dir.join(mode);
+        let o = run(&[
+            "assemble",
+            "--captions",
+            s(&data),
+            "--tasks",
+            s(&tasks),
+            "--mode",
+            mode,
+            "--out",
+            s(&out.join("data.json")),
+        ]);
+        ok(&o);
+        let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["with_synthetic_task"], 6, "{summary}");
+        for file in files {
+            let examples: Vec<Value> =
+                serde_json::from_str(&std::fs::read_to_string(out.join(file)).unwrap()).unwrap();
+            assert_eq!(examples.len(), 6, "{mode} {file}");
+            let rounds = examples[0]["messages"].as_array().unwrap().len();
+            assert_eq!(rounds, if mode == "single" { 4 } else { 2 }, "{mode}");
+        }
+    }
+    // The same command twice writes the same bytes (seeded placement and templates).
+    let single = std::fs::read(dir.join("single/data.json")).unwrap();
+    let o = run(&[
+        "assemble",
+        "--captions",
+        s(&data),
+        "--tasks",
+        s(&tasks),
+        "--out",
+        s(&dir.join("again.json")),
+    ]);
+    ok(&o);
+    assert_eq!(std::fs::read(dir.join("again.json")).unwrap(), single);
+
+    // Bad input: each is named, exits non-zero and writes nothing.
+    let missing = dir.join("no-such-model");
+    let out = dir.join("never");
+    let o = run(&[
+        "synthesize",
+        "--synthesizer",
+        s(&missing),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+    ]);
+    expect_failure(&o, &["synthesizer", "no-such-model"]);
+    assert!(!out.exists());
+    let o = run(&[
+        "filter",
+        "--judge",
+        s(&dir.join("rules")),
+        "--in",
+        s(&tasks),
+        "--out",
+        s(&out.join("f.jsonl")),
+    ]);
+    expect_failure(&o, &["judge", "config.json"]);
+    assert!(!out.exists());
+    let broken = dir.join("broken.jsonl");
+    std::fs::write(&broken, "{\"syn_id\": 0, \"pred\": \"x\"}\n{\"syn_id\": \n").unwrap();
+    let o = run(&[
+        "assemble",
+        "--captions",
+        s(&data),
+        "--tasks",
+        s(&broken),
+        "--out",
+        s(&out.join("a.json")),
+    ]);
+    expect_failure(&o, &["broken.jsonl", "line 2"]);
+    let o = run(&[
+        "filter",
+        "--judge",
+        s(&model),
+        "--in",
+        s(&broken),
+        "--out",
+        s(&out.join("f.jsonl")),
+    ]);
+    expect_failure(&o, &["broken.jsonl", "line 2"]);
+    assert!(!out.exists());
+    let empty = dir.join("empty_captions.jsonl");
+    std::fs::write(
+        &empty,
+        "{\"images\": [\"a.png\"], \"messages\": [{\"role\": \"user\", \"content\": \"<image>x\"}, {\"role\": \"assistant\", \"content\": \"\"}]}\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "synthesize",
+        "--synthesizer",
+        s(&model),
+        "--data",
+        s(&empty),
+        "--out",
+        s(&out),
+    ]);
+    expect_failure(
+        &o,
+        &["empty_captions.jsonl", "no usable image-caption pairs"],
+    );
+    let o = run(&[
+        "assemble",
+        "--captions",
+        s(&data),
+        "--tasks",
+        s(&tasks),
+        "--mode",
+        "three-stage",
+        "--out",
+        s(&out.join("a.json")),
+    ]);
+    expect_failure(&o, &["three-stage", "two-stage"]);
+}
+
+#[test]
+fn pipeline_runs_every_stage_then_reuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, _) = setup(dir, 4);
+    let config = dir.join("pipeline.yaml");
+    let yaml = "data: image_caption_pairs.jsonl\nimages: .\nsynthesizer: model\njudge: model\n\
+                out: run\nbatch_size: 2\nmax_new_tokens: 24\njudge_shots: 1\n\
+                train:\n  model: model\n  overrides:\n    max_steps: 2\n    save_steps: 0\n    \
+                image_min_pixels: 3136\n    image_max_pixels: 3136\n    finetuning_type: full\n";
+    std::fs::write(&config, yaml).unwrap();
+    let o = run(&["pipeline", "--config", s(&config), "--device", "cpu"]);
+    ok(&o);
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for stage in ["synthesize", "filter", "assemble", "train"] {
+        assert!(summary.get(stage).is_some(), "{stage} missing: {summary}");
+    }
+    assert_eq!(summary["synthesize"]["rows"], 4);
+    assert_eq!(summary["filter"]["rows"], 4);
+    assert_eq!(summary["train"]["steps"], 2);
+    let run_dir = dir.join("run");
+    for file in [
+        "synthesis/syn_task_triplets.jsonl",
+        "filtered_task_pairs.jsonl",
+        "filtered_task_pairs.labels.json",
+        "image_caption_and_synthetic_task.json",
+        "train/model/model.safetensors",
+        "pipeline_state.json",
+    ] {
+        assert!(run_dir.join(file).is_file(), "{file} missing");
+    }
+    let state = std::fs::read(run_dir.join("pipeline_state.json")).unwrap();
+    // A rerun reuses every stage.
+    let o = run(&["pipeline", "--config", s(&config), "--device", "cpu"]);
+    ok(&o);
+    assert_eq!(
+        stderr(&o).matches("finished earlier, reused").count(),
+        4,
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(run_dir.join("pipeline_state.json")).unwrap(),
+        state
+    );
+    // A changed config is refused, not mixed in.
+    std::fs::write(
+        &config,
+        yaml.replace("max_new_tokens: 24", "max_new_tokens: 30"),
+    )
+    .unwrap();
+    let o = run(&["pipeline", "--config", s(&config), "--device", "cpu"]);
+    expect_failure(&o, &["pipeline_state.json", "another config"]);
+    std::fs::write(&config, yaml.replace("judge: model", "judje: model")).unwrap();
+    let o = run(&["pipeline", "--config", s(&config)]);
+    expect_failure(&o, &["pipeline.yaml", "judje"]);
+}
