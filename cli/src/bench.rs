@@ -60,6 +60,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         max_new_tokens: usize,
     },
+    /// Synthesis throughput (images/s, generated tokens/s): batched against one image at a
+    /// time, on random-weight presets and procedurally drawn slides with captions.
+    Synth {
+        /// Presets (comma-separated): tiny, small.
+        #[arg(long, default_value = "tiny,small")]
+        presets: String,
+        /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
+        #[arg(long, default_value = "cpu,wgpu")]
+        devices: String,
+        /// Image-caption pairs.
+        #[arg(long, default_value_t = 16)]
+        rows: usize,
+        /// Batch sizes to compare (comma-separated).
+        #[arg(long, default_value = "1,8")]
+        batches: String,
+        /// New tokens per image.
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+    },
     /// Training tokens/s and peak memory of the presets, full fine-tuning and LoRA. Each
     /// configuration runs in its own process so its peak memory is its own. The workload
     /// matches `bench/torch_train.py`: random text-only sequences, every token supervised,
@@ -135,6 +154,13 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             batches,
             max_new_tokens,
         } => bench_eval(&presets, &devices, rows, &batches, max_new_tokens)?,
+        BenchCommand::Synth {
+            presets,
+            devices,
+            rows,
+            batches,
+            max_new_tokens,
+        } => crate::bench_synth::bench_synth(&presets, &devices, rows, &batches, max_new_tokens)?,
         BenchCommand::Train {
             presets,
             modes,
