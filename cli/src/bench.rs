@@ -396,6 +396,7 @@ fn bench_eval(
                     batch_size: batch,
                     limit: None,
                     max_new_tokens: Some(max_new_tokens),
+                    pixels: None,
                 };
                 // Warm-up on two rows (shader compilation on wgpu), then the timed run.
                 run_eval(

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_synth;
 mod bench_train;
+mod demo_cmd;
 mod progress;
 mod synth_cmd;
 mod train_cmd;
@@ -84,6 +85,10 @@ impl DeviceArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole method on built-in procedural domains (tiny model, minutes on a laptop
+    /// CPU): base model, synthesizer, judge, synthesize -> filter -> assemble, ablations,
+    /// evaluation, report.
+    Demo(demo_cmd::DemoArgs),
     /// Synthesizer data: `synth seed` builds the synthesizer's tuning set.
     Synth {
         #[command(subcommand)]
@@ -527,6 +532,7 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
                 batch_size,
                 limit,
                 max_new_tokens,
+                pixels: None,
             },
             &device,
         )?,
@@ -535,6 +541,7 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             what: synth_cmd::SynthCommand::Seed(args),
         } => synth_cmd::seed(args)?,
         Command::Synthesize(args) => synth_cmd::synthesize(args)?,
+        Command::Demo(args) => demo_cmd::run(args)?,
         Command::Filter(args) => synth_cmd::filter(args)?,
         Command::Assemble(args) => synth_cmd::assemble(args)?,
         Command::Pipeline { config, device } => synth_cmd::pipeline(config, device)?,

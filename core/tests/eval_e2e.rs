@@ -121,6 +121,7 @@ fn jsonl_benchmark_batched_equals_one_at_a_time_and_resumes() {
             batch_size,
             limit,
             max_new_tokens: Some(5),
+            pixels: None,
         };
         let summary = run_eval(&model, &task, &rows, &out, &opts, &mut |_, _| {}).unwrap();
         (out, summary)
@@ -174,6 +175,7 @@ fn jsonl_benchmark_batched_equals_one_at_a_time_and_resumes() {
         batch_size: 2,
         limit: None,
         max_new_tokens: Some(5),
+        pixels: None,
     };
     let resumed = run_eval(&model, &task, &rows, &part_dir, &opts, &mut |_, _| {}).unwrap();
     assert_eq!(
@@ -213,6 +215,7 @@ fn parquet_benchmark_with_embedded_images() {
         batch_size: 2,
         limit: None,
         max_new_tokens: Some(4),
+        pixels: None,
     };
     let summary = run_eval(&model, &task, &rows, &out, &opts, &mut |_, _| {}).unwrap();
     assert_eq!(summary.examples, 3);

@@ -1,3 +1,5 @@
-//! The built-in demo: procedurally drawn domain images with captions and tasks.
+//! The built-in demo: procedurally drawn domain images with captions and tasks
+//! ([`domains`]), and `adamllm demo`, the paper's pipeline and ablations on them ([`run`]).
 
 pub mod domains;
+pub mod run;

@@ -1,0 +1,184 @@
+//! `adamllm demo --quick` as CI's smoke test of the main job: interrupted for real, resumed,
+//! finished (table printed, report files written), rerun (every stage reused); and the output
+//! folder rules (a foreign folder or another demo's folder is refused, nothing is deleted).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adamllm"));
+    c.env("XDG_RUNTIME_DIR", "/tmp");
+    c
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn finished_stages(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("demo_state.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|state| {
+            state["finished"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn quick_demo_resumes_after_a_kill_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let args = |out: &Path| {
+        vec![
+            "demo".to_string(),
+            "--quick".into(),
+            "--device".into(),
+            "cpu".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    // Interrupt after the base model is trained.
+    let mut child = bin()
+        .args(args(&out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !finished_stages(&out).contains(&"base".to_string()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "base never finished"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "demo ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("report.md").exists());
+
+    let o = bin().args(args(&out)).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(log.contains("base: finished earlier, reused"), "{log}");
+    assert!(!log.contains("synthesizer: finished earlier"), "{log}");
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    for needle in [
+        "## biomed",
+        "## food",
+        "| general base (no post-training) |",
+        "(paper) |",
+    ] {
+        assert!(table.contains(needle), "table lacks {needle:?}: {table}");
+    }
+    for file in [
+        "report.md",
+        "report.json",
+        "report.html",
+        "plots/base.png",
+        "plots/synthesizer.png",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for domain in ["biomed", "food"] {
+        let rows = report["table"][domain].as_object().unwrap();
+        assert!(
+            rows.contains_key("general_base") && rows.contains_key("paper_method"),
+            "{rows:?}"
+        );
+        for scores in rows.values() {
+            for task in scores.as_object().unwrap().values() {
+                let score = task["score"].as_f64().unwrap();
+                assert!((0.0..=100.0).contains(&score), "{task}");
+            }
+        }
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<img class=\"sample\" src=\"data/biomed-train/images/"),
+        "{html}"
+    );
+    assert!(!html.contains("http://") && !html.contains("https://"));
+
+    // A rerun reuses every stage and prints the same table.
+    let again = bin().args(args(&out)).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        !stderr(&again).contains(" ...\n"),
+        "a stage ran again: {}",
+        stderr(&again)
+    );
+    let first_table = table.split("Total time").next().unwrap().to_string();
+    let again_table = String::from_utf8_lossy(&again.stdout).to_string();
+    assert_eq!(again_table.split("Total time").next().unwrap(), first_table);
+
+    // Another seed into the same folder is refused without --force.
+    let mut other = args(&out);
+    other.extend(["--seed".to_string(), "5".to_string()]);
+    let o = bin().args(&other).output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("other options") && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        out.join("report.md").is_file(),
+        "refusal touched the earlier run"
+    );
+}
+
+#[test]
+fn foreign_folders_are_refused_and_never_emptied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("thesis.tex"), "my work").unwrap();
+    let o = bin()
+        .args(["demo", "--quick", "--out", mine.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("mine") && e.contains("not empty") && e.contains("--force"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("thesis.tex")).unwrap(),
+        "my work"
+    );
+    // --force next to a folder the demo would write into is still refused.
+    std::fs::create_dir_all(mine.join("data")).unwrap();
+    let o = bin()
+        .args([
+            "demo",
+            "--quick",
+            "--force",
+            "--out",
+            mine.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("data"), "{}", stderr(&o));
+    assert!(mine.join("thesis.tex").is_file() && mine.join("data").is_dir());
+    // A file is not a folder.
+    let file = tmp.path().join("file.txt");
+    std::fs::write(&file, "x").unwrap();
+    let o = bin()
+        .args(["demo", "--quick", "--out", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a folder"), "{}", stderr(&o));
+}
