@@ -4,37 +4,13 @@
 //! bad input is named and leaves nothing behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_adamllm"));
-    c.env("XDG_RUNTIME_DIR", "/tmp");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn ok(o: &Output) {
-    assert!(o.status.success(), "command failed: {}", stderr(o));
-}
-
-fn expect_failure(o: &Output, needles: &[&str]) {
-    assert!(!o.status.success(), "expected failure: {}", stderr(o));
-    let e = stderr(o);
-    for n in needles {
-        assert!(e.contains(n), "stderr lacks {n:?}: {e}");
-    }
-    assert!(!e.contains("panicked"), "panic instead of an error: {e}");
-}
+mod common;
+use common::{bin, expect_failure, ok, run, stderr};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -393,4 +369,31 @@ fn pipeline_runs_every_stage_then_reuses_them() {
     std::fs::write(&config, yaml.replace("judge: model", "judje: model")).unwrap();
     let o = run(&["pipeline", "--config", s(&config)]);
     expect_failure(&o, &["pipeline.yaml", "judje"]);
+}
+
+#[test]
+fn a_plain_qwen2_text_model_can_judge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let judge = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen2_text");
+    let pred = "Answer with a precise response.\nIs it round?<|im_end|>\n<|im_start|>assistant\nYes<|im_end|>\n<|im_start|>user\nAnswer with an informative response.\nIs it round?<|im_end|>\n<|im_start|>assistant\nThe edge is a smooth circle, so yes.<|im_end|>\n";
+    let input = tmp.path().join("syn_task_triplets.jsonl");
+    std::fs::write(&input, format!("{}\n", json!({"syn_id": 0, "pred": pred}))).unwrap();
+    let out = tmp.path().join("filtered_task_pairs.jsonl");
+    let o = run(&[
+        "filter",
+        "--judge",
+        s(&judge),
+        "--in",
+        s(&input),
+        "--out",
+        s(&out),
+        "--shots",
+        "1",
+    ]);
+    ok(&o);
+    let row: Value = serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert_eq!(row["collected_QA"]["Q"], "Is it round?");
+    assert!(row["pred"].is_string(), "{row}");
+    let label = row["consistency"].as_str().unwrap();
+    assert!(["yes", "no", "open", "unparsed"].contains(&label), "{row}");
 }

@@ -2,31 +2,11 @@
 //! run bit for bit; recipe flags and files; bad input is named and nothing half-written stays.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_adamllm"));
-    c.env("XDG_RUNTIME_DIR", "/tmp");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn expect_failure(o: &Output, needles: &[&str]) {
-    assert!(!o.status.success(), "expected failure: {}", stderr(o));
-    let e = stderr(o);
-    for n in needles {
-        assert!(e.contains(n), "stderr lacks {n:?}: {e}");
-    }
-    assert!(!e.contains("panicked"), "panic instead of an error: {e}");
-}
+mod common;
+use common::{bin, expect_failure, run, stderr};
 
 /// A tiny model and a 4-row dataset with images in `dir`.
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {

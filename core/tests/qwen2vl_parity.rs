@@ -83,7 +83,7 @@ fn check_case(model: &Qwen2Vl, dir: &std::path::Path, case: &str, device_name: &
         let rows = px.len() / 1176;
         let pixels = tensor_from_vec(px, [rows, 1176], &model.device, DType::F32);
         let grids: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
-        let ours = tensor_to_vec(model.model.vision.forward(pixels, &grids));
+        let ours = tensor_to_vec(model.model.vision.as_ref().unwrap().forward(pixels, &grids));
         let d = max_abs_diff(&ours, embeds.f32());
         assert!(d <= LOGITS_TOL, "{tag}: image embeds differ by {d}");
     }

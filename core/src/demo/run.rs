@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use super::domains::{
     DomainKind, Split, benchmark_tasks, generate_samples, write_domain, write_task_files,
 };
+use crate::data::conversation::read_conversations;
 use crate::eval::benchmark::{ReadOptions, read_benchmark};
 use crate::eval::custom_task::EvalTask;
 use crate::eval::runner::{EvalOptions, run_eval};
@@ -42,7 +43,9 @@ use crate::synth::assemble::{AssemblyMode, output_files, run_assemble};
 use crate::synth::judge::{FilterOptions, judge_prompt_text, run_filter};
 use crate::synth::pairs::read_caption_pairs;
 use crate::synth::rules::{RULE_TASKS_FILE, run_rules};
-use crate::synth::seed::{SEED_DEV_FILE, SEED_TRAIN_FILE, SeedInputs, SeedOptions, build_seed_set};
+use crate::synth::seed::{
+    SEED_DEV_FILE, SEED_TRAIN_FILE, SeedInputs, SeedOptions, build_seed_set, qa_rounds,
+};
 use crate::synth::synthesize::{
     GenerationProgress, SynthesizeOptions, TRIPLETS_FILE, run_synthesis,
 };
@@ -427,50 +430,55 @@ fn model_of(summary: &Value) -> PathBuf {
 /// hinted multi-turn format within the demo's few epochs.
 pub const SYNTHESIZER_LEARNING_RATE: f64 = 1e-2;
 
+/// The general domain's images with their precise and informative rounds (question, answer),
+/// read from `precise.json` and `informative.json` (one row per image, same order).
+type GeneralRounds = Vec<(Vec<PathBuf>, Vec<(String, String)>, Vec<(String, String)>)>;
+
+fn general_rounds(general: &Path) -> Result<GeneralRounds, String> {
+    let read = |name: &str| read_conversations(&general.join(name)).map_err(|e| e.to_string());
+    let (precise, informative) = (read("precise.json")?, read("informative.json")?);
+    Ok(precise
+        .iter()
+        .zip(&informative)
+        .map(|(p, i)| {
+            (
+                p.conversation.images.clone(),
+                qa_rounds(&p.conversation),
+                qa_rounds(&i.conversation),
+            )
+        })
+        .collect())
+}
+
+/// The first question of `informative` also asked in `precise`, with both answers.
+fn first_paired(
+    precise: &[(String, String)],
+    informative: &[(String, String)],
+) -> Option<(String, String, String)> {
+    informative.iter().find_map(|(q, long)| {
+        let short = &precise.iter().find(|(pq, _)| pq == q)?.1;
+        Some((q.clone(), long.clone(), short.clone()))
+    })
+}
+
 /// The general domain's question-answer files cut to the first question each image has under
 /// both hints (written under `dir`). Each seed conversation is then the caption round plus
 /// two hinted rounds: a 2-layer model learns that format in the demo's time budget, where
 /// the full 9-round conversations stay unlearned (measured: no triplet from any of 120
 /// images after 80 steps).
 fn paired_questions(general: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
-    let read = |name: &str| -> Result<Vec<Value>, String> {
-        let path = general.join(name);
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    };
-    let rounds = |row: &Value| -> Vec<(String, String)> {
-        let messages = row["messages"].as_array().cloned().unwrap_or_default();
-        messages
-            .chunks(2)
-            .filter_map(|m| {
-                let q = m.first()?["content"].as_str()?.replace("<image>", "");
-                Some((
-                    q.trim().to_string(),
-                    m.get(1)?["content"].as_str()?.to_string(),
-                ))
-            })
-            .collect()
-    };
-    let (precise, informative) = (read("precise.json")?, read("informative.json")?);
     let (mut p_out, mut i_out) = (Vec::new(), Vec::new());
-    for (p, i) in precise.iter().zip(&informative) {
-        let p_rounds = rounds(p);
-        let Some((question, informative_answer, precise_answer)) =
-            rounds(i).into_iter().find_map(|(q, a)| {
-                let short = p_rounds.iter().find(|(pq, _)| *pq == q)?.1.clone();
-                Some((q, a, short))
-            })
-        else {
+    for (images, precise, informative) in general_rounds(general)? {
+        let Some((question, long, short)) = first_paired(&precise, &informative) else {
             continue;
         };
         let row = |answer: &str| {
-            json!({"images": p["images"], "messages": [
+            json!({"images": images, "messages": [
                 {"role": "user", "content": format!("<image>{question}")},
                 {"role": "assistant", "content": answer}]})
         };
-        p_out.push(row(&precise_answer));
-        i_out.push(row(&informative_answer));
+        p_out.push(row(&short));
+        i_out.push(row(&long));
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let (p_path, i_path) = (
@@ -484,65 +492,44 @@ fn paired_questions(general: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), St
 
 /// Judge-tuning conversations from the general domain: every question asked under both hints
 /// gives a consistent triplet (Yes); the same question with the short answer of another
-/// question gives an inconsistent one (No).
-fn judge_conversations(precise: &Path, informative: &Path) -> Result<Vec<Value>, String> {
-    let read = |path: &Path| -> Result<Vec<Value>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    };
-    let pairs_of = |row: &Value| -> Vec<(String, String)> {
-        let messages = row["messages"].as_array().cloned().unwrap_or_default();
-        messages
-            .chunks(2)
-            .filter_map(|m| {
-                let q = m.first()?["content"].as_str()?.replace("<image>", "");
-                let a = m.get(1)?["content"].as_str()?.to_string();
-                Some((q.trim().to_string(), a))
-            })
-            .collect()
-    };
-    let precise_rows = read(precise)?;
-    let informative_rows = read(informative)?;
+/// question, one the reasoning does not mention, gives an inconsistent one (No).
+fn judge_conversations(general: &Path) -> Result<Vec<Value>, String> {
+    let rounds = general_rounds(general)?;
+    let all_short: Vec<&String> = rounds
+        .iter()
+        .flat_map(|(_, precise, _)| precise.iter().map(|(_, a)| a))
+        .collect();
     let mut conversations = Vec::new();
-    let mut all_precise: Vec<String> = Vec::new();
-    for row in &precise_rows {
-        all_precise.extend(pairs_of(row).into_iter().map(|(_, a)| a));
-    }
-    for (index, (p, i)) in precise_rows.iter().zip(&informative_rows).enumerate() {
-        let precise_pairs = pairs_of(p);
-        for (question, informative_answer) in pairs_of(i) {
-            let Some((_, precise_answer)) = precise_pairs.iter().find(|(q, _)| *q == question)
-            else {
+    for (index, (_, precise, informative)) in rounds.iter().enumerate() {
+        for (question, long) in informative {
+            let Some((_, short)) = precise.iter().find(|(q, _)| q == question) else {
                 continue;
             };
             let yes = Triplet {
                 instruction: question.clone(),
-                informative_answer: informative_answer.clone(),
-                precise_answer: precise_answer.clone(),
+                informative_answer: long.clone(),
+                precise_answer: short.clone(),
             };
-            let wrong = (1..all_precise.len())
-                .map(|step| &all_precise[(index * 7 + step) % all_precise.len()])
+            let wrong = (1..all_short.len())
+                .map(|step| all_short[(index * 7 + step) % all_short.len()])
                 .find(|a| {
-                    a.to_lowercase() != precise_answer.to_lowercase()
-                        && !informative_answer
-                            .to_lowercase()
-                            .contains(&a.to_lowercase())
+                    a.to_lowercase() != short.to_lowercase()
+                        && !long.to_lowercase().contains(&a.to_lowercase())
                 });
-            for (triplet, label) in [
-                (Some(yes.clone()), "Yes"),
-                (
-                    wrong.map(|w| Triplet {
-                        precise_answer: w.clone(),
-                        ..yes.clone()
-                    }),
+            let mut labelled = vec![(yes.clone(), "Yes")];
+            if let Some(wrong) = wrong {
+                labelled.push((
+                    Triplet {
+                        precise_answer: wrong.clone(),
+                        ..yes
+                    },
                     "No",
-                ),
-            ] {
-                if let Some(triplet) = triplet {
-                    conversations.push(json!({"messages": [
-                        {"role": "user", "content": judge_prompt_text(&triplet, 0)},
-                        {"role": "assistant", "content": label}]}));
-                }
+                ));
+            }
+            for (triplet, label) in labelled {
+                conversations.push(json!({"messages": [
+                    {"role": "user", "content": judge_prompt_text(&triplet, 0)},
+                    {"role": "assistant", "content": label}]}));
             }
         }
     }
@@ -674,10 +661,7 @@ pub fn run_demo(
 
     // 4. Judge.
     let judge = demo.stage("judge", |d| {
-        let conversations = judge_conversations(
-            &general.join("precise.json"),
-            &general.join("informative.json"),
-        )?;
+        let conversations = judge_conversations(&general)?;
         let file = d.out.join("runs").join("judge-data.json");
         write_json_atomic(&file, &conversations).map_err(|e| e.to_string())?;
         let recipe = d.recipe(d.scale.judge_epochs, &[])?;

@@ -259,6 +259,12 @@ mod tests {
         assert_eq!(blank_out("Groundwork.", "round"), None);
     }
 
+    /// The word a yes/no task asks about ("Does the image show WORD? ...").
+    fn asked(task: &TrainingTask) -> &str {
+        let word = task.instruction.split(' ').nth(4).unwrap();
+        word.trim_end_matches('?')
+    }
+
     #[test]
     fn every_kind_is_well_formed_and_seeded() {
         let vocabulary: Vec<String> = ["basil", "tomato", "noodle", "salmon", "pepper", "nuclei"]
@@ -273,23 +279,11 @@ mod tests {
             match kind {
                 RuleKind::YesPresent => {
                     assert_eq!(task.response, "Yes");
-                    let word = task
-                        .instruction
-                        .split(' ')
-                        .nth(4)
-                        .unwrap()
-                        .trim_end_matches('?');
-                    assert!(caption.to_lowercase().contains(word), "{task:?}");
+                    assert!(caption.to_lowercase().contains(asked(&task)), "{task:?}");
                 }
                 RuleKind::NoAbsent => {
                     assert_eq!(task.response, "No");
-                    let word = task
-                        .instruction
-                        .split(' ')
-                        .nth(4)
-                        .unwrap()
-                        .trim_end_matches('?');
-                    assert!(!caption.to_lowercase().contains(word), "{task:?}");
+                    assert!(!caption.to_lowercase().contains(asked(&task)), "{task:?}");
                 }
                 RuleKind::FillBlank => {
                     let sentence = task.instruction.lines().nth(1).unwrap();

@@ -97,7 +97,7 @@ pub struct SeedSummary {
 
 /// Question–answer rounds of a row: (question without `<image>`, answer) for every user turn
 /// followed by an assistant turn.
-fn qa_rounds(conversation: &Conversation) -> Vec<(String, String)> {
+pub fn qa_rounds(conversation: &Conversation) -> Vec<(String, String)> {
     conversation
         .messages
         .windows(2)

@@ -40,16 +40,18 @@ pub struct LoraSettings {
 /// Calls `f` with the module path (`text.layers.0.self_attn.q_proj`) of every linear layer of
 /// the model, in a fixed order.
 pub fn for_each_linear(model: &mut Qwen2VlModel, mut f: impl FnMut(&str, &mut Linear)) {
-    f("vision.patch_embed", &mut model.vision.patch_embed);
-    for (i, block) in model.vision.blocks.iter_mut().enumerate() {
-        let p = format!("vision.blocks.{i}");
-        f(&format!("{p}.attn.qkv"), &mut block.attn.qkv);
-        f(&format!("{p}.attn.proj"), &mut block.attn.proj);
-        f(&format!("{p}.mlp.fc1"), &mut block.mlp.fc1);
-        f(&format!("{p}.mlp.fc2"), &mut block.mlp.fc2);
+    if let Some(vision) = model.vision.as_mut() {
+        f("vision.patch_embed", &mut vision.patch_embed);
+        for (i, block) in vision.blocks.iter_mut().enumerate() {
+            let p = format!("vision.blocks.{i}");
+            f(&format!("{p}.attn.qkv"), &mut block.attn.qkv);
+            f(&format!("{p}.attn.proj"), &mut block.attn.proj);
+            f(&format!("{p}.mlp.fc1"), &mut block.mlp.fc1);
+            f(&format!("{p}.mlp.fc2"), &mut block.mlp.fc2);
+        }
+        f("vision.merger.fc1", &mut vision.merger.fc1);
+        f("vision.merger.fc2", &mut vision.merger.fc2);
     }
-    f("vision.merger.fc1", &mut model.vision.merger.fc1);
-    f("vision.merger.fc2", &mut model.vision.merger.fc2);
     for (i, layer) in model.text.layers.iter_mut().enumerate() {
         let p = format!("text.layers.{i}");
         let a = &mut layer.self_attn;

@@ -276,7 +276,7 @@ pub fn prepare_trainable(model: &mut Qwen2Vl, recipe: &TrainRecipe) -> Option<Lo
     let m = &mut model.model;
     match recipe.finetuning_type {
         FinetuningType::Lora => {
-            m.vision = m.vision.clone().no_grad();
+            m.vision = m.vision.clone().map(|v| v.no_grad());
             m.text = m.text.clone().no_grad();
             let settings = LoraSettings {
                 rank: recipe.lora_rank,
@@ -288,18 +288,19 @@ pub fn prepare_trainable(model: &mut Qwen2Vl, recipe: &TrainRecipe) -> Option<Lo
             Some(settings)
         }
         FinetuningType::Full | FinetuningType::Freeze => {
-            if recipe.freeze_vision_tower {
-                m.vision.patch_embed = m.vision.patch_embed.clone().no_grad();
-                m.vision.blocks = m
-                    .vision
-                    .blocks
-                    .clone()
-                    .into_iter()
-                    .map(|b| b.no_grad())
-                    .collect();
-            }
-            if recipe.freeze_multi_modal_projector {
-                m.vision.merger = m.vision.merger.clone().no_grad();
+            if let Some(vision) = m.vision.as_mut() {
+                if recipe.freeze_vision_tower {
+                    vision.patch_embed = vision.patch_embed.clone().no_grad();
+                    vision.blocks = vision
+                        .blocks
+                        .clone()
+                        .into_iter()
+                        .map(|b| b.no_grad())
+                        .collect();
+                }
+                if recipe.freeze_multi_modal_projector {
+                    vision.merger = vision.merger.clone().no_grad();
+                }
             }
             if recipe.freeze_language_model {
                 m.text = m.text.clone().no_grad();

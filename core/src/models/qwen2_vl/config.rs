@@ -293,10 +293,13 @@ impl Qwen2VlConfig {
     /// Returns the offending key and a message.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, m: String| Err((k.to_string(), m));
-        if self.model_type != "qwen2_vl" {
+        if self.model_type != "qwen2_vl" && self.model_type != "qwen2" {
             return bad(
                 "model_type",
-                format!("expected \"qwen2_vl\", found {:?}", self.model_type),
+                format!(
+                    "expected \"qwen2_vl\" (or \"qwen2\" for a text-only model), found {:?}",
+                    self.model_type
+                ),
             );
         }
         if self.num_attention_heads == 0
@@ -355,6 +358,10 @@ impl Qwen2VlConfig {
                 "sliding-window attention is not supported".into(),
             );
         }
+        if self.is_text_only() {
+            // No vision tower, no image tokens to check.
+            return Ok(());
+        }
         let v = &self.vision_config;
         if v.num_heads == 0
             || !v.embed_dim.is_multiple_of(v.num_heads)
@@ -410,10 +417,19 @@ impl Qwen2VlConfig {
 
     /// The M-RoPE section sizes; Qwen2-VL's `[16, 24, 24]` when absent.
     pub fn mrope_section(&self) -> Vec<usize> {
-        self.rope_scaling
-            .as_ref()
-            .map(|r| r.mrope_section.clone())
-            .unwrap_or_else(|| vec![16, 24, 24])
+        match &self.rope_scaling {
+            Some(r) => r.mrope_section.clone(),
+            // A text-only Qwen2 model has 1D rotary positions: every rotary pair on the
+            // temporal axis. (Text positions are equal on all three axes, so M-RoPE with any
+            // section computes the same thing.)
+            None if self.is_text_only() => vec![self.head_dim() / 2, 0, 0],
+            None => vec![16, 24, 24],
+        }
+    }
+
+    /// A plain Qwen2 language model (`model_type: qwen2`, no vision tower).
+    pub fn is_text_only(&self) -> bool {
+        self.model_type == "qwen2"
     }
 
     /// Every id that ends generation.

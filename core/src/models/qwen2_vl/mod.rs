@@ -41,8 +41,8 @@ const MASKED: f32 = -1.0e9;
 /// The network: vision tower + language model.
 #[derive(Module, Debug)]
 pub struct Qwen2VlModel {
-    /// `visual.*`.
-    pub vision: VisionTower,
+    /// `visual.*` (absent for a text-only Qwen2 model).
+    pub vision: Option<VisionTower>,
     /// `model.*` + `lm_head`.
     pub text: TextModel,
 }
@@ -88,7 +88,11 @@ impl Qwen2Vl {
             GenerationConfig::from_file_or_default(&dir.join("generation_config.json"))?;
         let reader = CheckpointReader::open_dir(dir)?;
         let mut loader = WeightLoader::new(&reader, device, dtype);
-        let vision = VisionTower::load(&config.vision_config, &mut loader)?;
+        let vision = if config.is_text_only() {
+            None
+        } else {
+            Some(VisionTower::load(&config.vision_config, &mut loader)?)
+        };
         let text = TextModel::load(&config, &mut loader)?;
         Ok(Self {
             model: Qwen2VlModel { vision, text },
@@ -180,6 +184,12 @@ pub struct ForwardOutput {
 /// Errors of a forward pass that depend on the inputs.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    /// Images given to a text-only model.
+    #[error("the model is text-only (model_type qwen2) but the input holds {images} image(s)")]
+    NoVisionTower {
+        /// Images in the input.
+        images: usize,
+    },
     /// Image pads and image tokens disagree.
     #[error("the prompt holds {pads} image-pad tokens but its images give {tokens} image tokens")]
     ImageTokenMismatch {
@@ -201,6 +211,12 @@ pub enum ForwardError {
 impl Qwen2Vl {
     /// Embeds a batch: token embeddings with image tokens replaced by the vision tower's output.
     pub fn embed(&self, batch: &TokenBatch) -> Result<Tensor<3>, ForwardError> {
+        let image_count: usize = batch.images.iter().map(Vec::len).sum();
+        if self.model.vision.is_none() && image_count > 0 {
+            return Err(ForwardError::NoVisionTower {
+                images: image_count,
+            });
+        }
         let (b, l) = batch.dims();
         let hidden = self.config.hidden_size;
         let flat_ids: Vec<i64> = batch.ids.iter().flatten().map(|&i| i as i64).collect();
@@ -234,7 +250,14 @@ impl Qwen2Vl {
         }
         let pixels = tensor_from_vec(pixels, [rows, patch_dim], &self.device, self.dtype);
         let grids: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
-        let image_embeds = self.model.vision.forward(pixels, &grids);
+        let vision = self
+            .model
+            .vision
+            .as_ref()
+            .ok_or(ForwardError::NoVisionTower {
+                images: images.len(),
+            })?;
+        let image_embeds = vision.forward(pixels, &grids);
         // Row p of the result takes text row p, or image token k (stored after the b·l text rows).
         let mut index = Vec::with_capacity(b * l);
         let mut next_image_token = 0i64;
