@@ -379,58 +379,94 @@ fn bench_eval(
     let task = EvalTask::Builtin(BenchmarkTask::VqaRad);
     let tmp = tempfile::tempdir()?;
     let mut table = Vec::new();
-    for preset_name in presets.split(',').map(str::trim) {
-        let preset: Preset = preset_name.parse().map_err(anyhow::Error::msg)?;
-        let dir = tmp.path().join(preset_name);
-        init_model_dir(&dir, preset, 0, true)?;
-        for device_name in devices.split(',').map(str::trim) {
-            let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
-            let selected = select_device(choice)?;
-            let model = Qwen2Vl::load(&dir, &selected.device, DType::F32)?;
-            for batch in batches.split(',').map(str::trim) {
-                let batch: usize = batch.parse()?;
-                let out = tmp
-                    .path()
-                    .join(format!("{preset_name}-{device_name}-{batch}"));
-                let opts = EvalOptions {
-                    batch_size: batch,
-                    limit: None,
-                    max_new_tokens: Some(max_new_tokens),
-                    pixels: None,
-                };
-                // Warm-up on two rows (shader compilation on wgpu), then the timed run.
-                run_eval(
-                    &model,
-                    &task,
-                    &bench_rows[..2],
-                    &out.with_extension("warm"),
-                    &opts,
-                    &mut |_, _| {},
-                )?;
-                let summary = run_eval(&model, &task, &bench_rows, &out, &opts, &mut |_, _| {})?;
-                let row = serde_json::json!({
-                    "bench": "eval", "preset": preset_name, "device": device_name,
-                    "adapter": selected.description, "batch": batch, "rows": rows,
-                    "max_new_tokens": max_new_tokens,
-                    "examples_per_s": summary.examples_per_second,
-                    "seconds": summary.seconds,
-                });
-                println!("{row}");
-                table.push((
-                    preset_name.to_string(),
-                    device_name.to_string(),
-                    batch,
-                    summary.examples_per_second,
-                ));
-            }
-        }
-    }
+    each_config(presets, devices, batches, tmp.path(), |c| {
+        let out = tmp
+            .path()
+            .join(format!("{}-{}-{}", c.preset, c.device, c.batch));
+        let opts = EvalOptions {
+            batch_size: c.batch,
+            limit: None,
+            max_new_tokens: Some(max_new_tokens),
+            pixels: None,
+        };
+        // Warm-up on two rows (shader compilation on wgpu), then the timed run.
+        run_eval(
+            c.model,
+            &task,
+            &bench_rows[..2],
+            &out.with_extension("warm"),
+            &opts,
+            &mut |_, _| {},
+        )?;
+        let summary = run_eval(c.model, &task, &bench_rows, &out, &opts, &mut |_, _| {})?;
+        let row = serde_json::json!({
+            "bench": "eval", "preset": c.preset, "device": c.device,
+            "adapter": c.adapter, "batch": c.batch, "rows": rows,
+            "max_new_tokens": max_new_tokens,
+            "examples_per_s": summary.examples_per_second,
+            "seconds": summary.seconds,
+        });
+        println!("{row}");
+        table.push((
+            c.preset.to_string(),
+            c.device.to_string(),
+            c.batch,
+            summary.examples_per_second,
+        ));
+        Ok(())
+    })?;
     eprintln!(
         "\n{:<6} {:<6} {:>6} {:>12}",
         "preset", "device", "batch", "examples/s"
     );
     for (p, d, b, e) in table {
         eprintln!("{p:<6} {d:<6} {b:>6} {e:>12.2}");
+    }
+    Ok(())
+}
+
+/// One configuration of a throughput benchmark: a random-weight preset loaded on a device,
+/// and a batch size.
+pub struct BenchConfig<'a> {
+    /// Preset name.
+    pub preset: &'a str,
+    /// Device name as given.
+    pub device: &'a str,
+    /// The adapter it resolved to.
+    pub adapter: &'a str,
+    /// Batch size.
+    pub batch: usize,
+    /// The model.
+    pub model: &'a Qwen2Vl,
+}
+
+/// Calls `run` for every preset × device × batch in the comma-separated lists, each preset
+/// written as a random-weight model under `dir` and loaded once per device.
+pub fn each_config(
+    presets: &str,
+    devices: &str,
+    batches: &str,
+    dir: &std::path::Path,
+    mut run: impl FnMut(&BenchConfig<'_>) -> Result<()>,
+) -> Result<()> {
+    for preset_name in presets.split(',').map(str::trim) {
+        let preset: Preset = preset_name.parse().map_err(anyhow::Error::msg)?;
+        let model_dir = dir.join(format!("model-{preset_name}"));
+        init_model_dir(&model_dir, preset, 0, true)?;
+        for device_name in devices.split(',').map(str::trim) {
+            let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
+            let selected = select_device(choice)?;
+            let model = Qwen2Vl::load(&model_dir, &selected.device, DType::F32)?;
+            for batch in batches.split(',').map(str::trim) {
+                run(&BenchConfig {
+                    preset: preset_name,
+                    device: device_name,
+                    adapter: &selected.description,
+                    batch: batch.parse()?,
+                    model: &model,
+                })?;
+            }
+        }
     }
     Ok(())
 }

@@ -2,13 +2,11 @@
 //! batched against one image at a time, on random-weight models (their outputs run to the
 //! token budget, so the work per image is the same in every configuration).
 
-use adamllm::burn::tensor::DType;
-use adamllm::device::{DeviceChoice, select_device};
-use adamllm::models::qwen2_vl::Qwen2Vl;
-use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
 use adamllm::synth::pairs::read_caption_pairs;
 use adamllm::synth::synthesize::{SynthesizeOptions, run_synthesis};
 use anyhow::Result;
+
+use crate::bench::each_config;
 
 /// Runs the synthesis benchmark; prints one JSON line per configuration and a table.
 pub fn bench_synth(
@@ -42,69 +40,52 @@ pub fn bench_synth(
     std::fs::write(&data, lines)?;
     let pairs = read_caption_pairs(&data)?;
     let mut table = Vec::new();
-    for preset_name in presets.split(',').map(str::trim) {
-        let preset: Preset = preset_name.parse().map_err(anyhow::Error::msg)?;
-        let dir = tmp.path().join(format!("model-{preset_name}"));
-        init_model_dir(&dir, preset, 0, true)?;
-        for device_name in devices.split(',').map(str::trim) {
-            let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
-            let selected = select_device(choice)?;
-            let model = Qwen2Vl::load(&dir, &selected.device, DType::F32)?;
-            for batch in batches.split(',').map(str::trim) {
-                let batch: usize = batch.parse()?;
-                let options = SynthesizeOptions {
-                    batch_size: batch,
-                    max_new_tokens,
-                    ..SynthesizeOptions::default()
-                };
-                let out = tmp
-                    .path()
-                    .join(format!("{preset_name}-{device_name}-{batch}"));
-                // Warm-up (shader compilation on wgpu), then the timed run.
-                let warm = SynthesizeOptions {
-                    limit: Some(batch.min(rows)),
-                    ..options.clone()
-                };
-                run_synthesis(
-                    &model,
-                    &pairs,
-                    &data,
-                    tmp.path(),
-                    &out.with_extension("warm"),
-                    &warm,
-                    &mut |_| {},
-                )?;
-                let summary = run_synthesis(
-                    &model,
-                    &pairs,
-                    &data,
-                    tmp.path(),
-                    &out,
-                    &options,
-                    &mut |_| {},
-                )?;
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "bench": "synth", "preset": preset_name, "device": device_name,
-                        "adapter": selected.description, "batch": batch, "rows": rows,
-                        "max_new_tokens": max_new_tokens,
-                        "generated_tokens": summary.generated_tokens,
-                        "images_per_s": summary.images_per_second,
-                        "tokens_per_s": summary.tokens_per_second,
-                        "seconds": summary.seconds,
-                    })
-                );
-                table.push((
-                    preset_name.to_string(),
-                    device_name.to_string(),
-                    batch,
-                    summary.images_per_second,
-                    summary.tokens_per_second,
-                ));
-            }
-        }
-    }
+    each_config(presets, devices, batches, tmp.path(), |c| {
+        let options = SynthesizeOptions {
+            batch_size: c.batch,
+            max_new_tokens,
+            ..SynthesizeOptions::default()
+        };
+        let out = tmp
+            .path()
+            .join(format!("{}-{}-{}", c.preset, c.device, c.batch));
+        // Warm-up (shader compilation on wgpu), then the timed run.
+        let warm = SynthesizeOptions {
+            limit: Some(c.batch.min(rows)),
+            ..options.clone()
+        };
+        let images = tmp.path();
+        run_synthesis(
+            c.model,
+            &pairs,
+            &data,
+            images,
+            &out.with_extension("warm"),
+            &warm,
+            &mut |_| {},
+        )?;
+        let summary = run_synthesis(c.model, &pairs, &data, images, &out, &options, &mut |_| {})?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "synth", "preset": c.preset, "device": c.device,
+                "adapter": c.adapter, "batch": c.batch, "rows": rows,
+                "max_new_tokens": max_new_tokens,
+                "generated_tokens": summary.generated_tokens,
+                "images_per_s": summary.images_per_second,
+                "tokens_per_s": summary.tokens_per_second,
+                "seconds": summary.seconds,
+            })
+        );
+        table.push((
+            c.preset.to_string(),
+            c.device.to_string(),
+            c.batch,
+            summary.images_per_second,
+            summary.tokens_per_second,
+        ));
+        Ok(())
+    })?;
     eprintln!(
         "\n{:<6} {:<6} {:>6} {:>10} {:>10}",
         "preset", "device", "batch", "images/s", "tokens/s"
