@@ -134,6 +134,21 @@ pub fn write_atomic_with(
     Ok(())
 }
 
+/// Writes `rows` as JSON lines (one object a line, each ending in `\n`) atomically.
+pub fn write_jsonl_atomic<T: serde::Serialize>(
+    path: &Path,
+    rows: impl IntoIterator<Item = T>,
+) -> Result<(), FileError> {
+    let mut text = String::new();
+    for row in rows {
+        let line = serde_json::to_string(&row)
+            .map_err(|e| FileError::new(path, format!("cannot serialize: {e}")))?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
+}
+
 /// Serializes `value` as pretty JSON and writes it atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FileError> {
     let mut text = serde_json::to_string_pretty(value)

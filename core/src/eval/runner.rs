@@ -31,7 +31,7 @@ use super::custom_task::{EvalTask, TaskError};
 use super::tasks::BenchmarkTask;
 use crate::data::conversation::Conversation;
 use crate::generation::{GenerationOptions, PromptInput, generate};
-use crate::io::{FileError, write_atomic, write_json_atomic};
+use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 use crate::models::qwen2_vl::image_processor::{
     ImageProcessorConfig, ProcessedImage, load_and_process, process_image,
 };
@@ -238,7 +238,7 @@ pub fn run_eval(
     let max_new_tokens = opts.max_new_tokens.unwrap_or_else(|| task.max_new_tokens());
     let run = json!({
         "task": task.name(),
-        "model": model_path(model),
+        "model": model.dir_record(),
         "max_new_tokens": max_new_tokens,
     });
 
@@ -305,12 +305,7 @@ pub fn run_eval(
         };
         predictions.push(Value::Object(record.clone()));
     }
-    let mut jsonl = String::new();
-    for prediction in &predictions {
-        jsonl.push_str(&prediction.to_string());
-        jsonl.push('\n');
-    }
-    write_atomic(&final_path, jsonl.as_bytes())?;
+    write_jsonl_atomic(&final_path, &predictions)?;
 
     let score = task
         .score(&predictions)
@@ -327,7 +322,7 @@ pub fn run_eval(
         }
     };
     results.insert("metric".to_owned(), json!(task.metric_name()));
-    results.insert("model".to_owned(), json!(model_path(model)));
+    results.insert("model".to_owned(), json!(model.dir_record()));
     results.insert("examples".to_owned(), json!(total));
     results.insert("max_new_tokens".to_owned(), json!(max_new_tokens));
     let results = Value::Object(results);
@@ -360,14 +355,6 @@ pub fn run_eval(
         Err(error) => return Err(FileError::io(&partial_path, error).into()),
     }
     Ok(summary)
-}
-
-/// The model folder as recorded in result files (absolute when it can be resolved).
-fn model_path(model: &Qwen2Vl) -> String {
-    std::fs::canonicalize(&model.dir)
-        .unwrap_or_else(|_| model.dir.clone())
-        .display()
-        .to_string()
 }
 
 /// A file's bytes, or nothing when it does not exist.

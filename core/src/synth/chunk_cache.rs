@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use super::SynthError;
-use crate::io::{FileError, write_atomic, write_json_atomic};
+use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 
 const RUN_FILE: &str = "run.json";
 
@@ -109,17 +109,12 @@ impl ChunkCache {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Ok(());
         };
-        let mut text = String::new();
-        for (id, entry) in entries {
-            let line = match entry {
-                CachedEntry::Row(row) => json!({"syn_id": id, "row": row}),
-                CachedEntry::Skipped(reason) => json!({"syn_id": id, "skipped": reason}),
-            };
-            text.push_str(&line.to_string());
-            text.push('\n');
-        }
+        let lines = entries.iter().map(|(id, entry)| match entry {
+            CachedEntry::Row(row) => json!({"syn_id": id, "row": row}),
+            CachedEntry::Skipped(reason) => json!({"syn_id": id, "skipped": reason}),
+        });
         let name = format!("chunk-{:09}-{:09}.jsonl", first.0, last.0);
-        write_atomic(&self.dir.join(name), text.as_bytes())
+        write_jsonl_atomic(&self.dir.join(name), lines)
     }
 
     /// Deletes the cache once its rows are merged into the final output.

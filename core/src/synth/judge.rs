@@ -22,11 +22,11 @@ use serde_json::{Map, Value, json};
 
 use super::SynthError;
 use super::chunk_cache::{CachedEntry, ChunkCache};
-use super::synthesize::{GenerationProgress, file_digest, model_record, rate};
+use super::synthesize::{GenerationProgress, file_digest, rate};
 use super::triplets::{Triplet, triplet_from_output};
 use crate::data::conversation::{Conversation, Message, Role};
 use crate::generation::{GenerationOptions, PromptInput, generate};
-use crate::io::{FileError, write_atomic, write_json_atomic};
+use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::qwen2_vl::processor::LabelMode;
 
@@ -296,7 +296,7 @@ pub fn run_filter(
     let rows = read_synthesis_rows(input)?;
     let run = json!({
         "job": "filter",
-        "judge": model_record(judge),
+        "judge": judge.dir_record(),
         "input": file_digest(input)?,
         "format": format!("{:?}", options.format),
         "shots": options.shots,
@@ -398,7 +398,7 @@ pub fn run_filter(
         .iter()
         .map(|l| (l.as_str().to_string(), 0))
         .collect();
-    let mut text = String::new();
+    let mut judged = Vec::with_capacity(ids.len());
     for id in &ids {
         let Some(CachedEntry::Row(row)) = done.get(id) else {
             return Err(SynthError::Resume {
@@ -411,10 +411,9 @@ pub fn run_filter(
             .and_then(Value::as_str)
             .unwrap_or("unparsed");
         *labels.entry(label.to_string()).or_insert(0) += 1;
-        text.push_str(&Value::Object(row.clone()).to_string());
-        text.push('\n');
+        judged.push(row);
     }
-    write_atomic(output, text.as_bytes())?;
+    write_jsonl_atomic(output, &judged)?;
     let summary = FilterSummary {
         rows: total,
         kept: labels.get("yes").copied().unwrap_or(0),

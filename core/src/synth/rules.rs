@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 
 use super::SynthError;
 use super::pairs::CaptionPairs;
-use super::synthesize::{SKIPPED_FILE, write_skipped};
+use super::synthesize::SKIPPED_FILE;
 use super::templates::{TrainingTask, task_seed};
 use crate::eval::PythonRandom;
-use crate::io::{write_atomic, write_json_atomic};
+use crate::io::{write_json_atomic, write_jsonl_atomic};
 
 /// Output file of the rule-based baseline.
 pub const RULE_TASKS_FILE: &str = "rule_task_pairs.jsonl";
@@ -204,8 +204,8 @@ pub fn run_rules(
         .into_iter()
         .collect();
     vocabulary.sort();
-    let mut text = String::new();
-    let (mut tasks, mut without_task) = (0, 0);
+    let mut rows = Vec::with_capacity(pairs.pairs.len());
+    let mut without_task = 0;
     for pair in &pairs.pairs {
         let Some((kind, task)) = rule_task(&pair.caption, &vocabulary, pair.syn_id, seed) else {
             without_task += 1;
@@ -218,22 +218,20 @@ pub fn run_rules(
         row.insert("source".into(), json!("rules"));
         row.insert("rule".into(), json!(kind));
         row.insert("task".into(), json!(task));
-        text.push_str(&Value::Object(row).to_string());
-        text.push('\n');
-        tasks += 1;
+        rows.push(row);
     }
-    if tasks == 0 {
+    if rows.is_empty() {
         return Err(SynthError::Invalid(
             "no caption gave a rule-based task (captions need words of 4+ letters)".into(),
         ));
     }
     std::fs::create_dir_all(out_dir).map_err(|e| crate::io::FileError::io(out_dir, e))?;
     let output = out_dir.join(RULE_TASKS_FILE);
-    write_atomic(&output, text.as_bytes())?;
-    write_skipped(&out_dir.join(SKIPPED_FILE), &pairs.skipped)?;
+    write_jsonl_atomic(&output, &rows)?;
+    write_jsonl_atomic(&out_dir.join(SKIPPED_FILE), &pairs.skipped)?;
     let summary = RulesSummary {
         input_rows: pairs.total_rows,
-        tasks,
+        tasks: rows.len(),
         without_task,
         skipped: pairs.skipped.len(),
         output,

@@ -28,14 +28,14 @@ use serde_json::{Value, json};
 
 use super::SynthError;
 use super::pairs::SkippedRow;
-use super::synthesize::{CAPTION_INSTRUCTION, SKIPPED_FILE, write_skipped};
+use super::synthesize::{CAPTION_INSTRUCTION, SKIPPED_FILE};
 use super::templates::task_seed;
 use super::triplets::{INFORMATIVE_HINT, PRECISE_HINT};
 use crate::data::conversation::{
     Conversation, DatasetRow, IMAGE_PLACEHOLDER, Role, read_conversations,
 };
 use crate::eval::PythonRandom;
-use crate::io::{FileError, write_atomic, write_json_atomic};
+use crate::io::{FileError, write_atomic, write_json_atomic, write_jsonl_atomic};
 
 /// Training split of the tuning set.
 pub const SEED_TRAIN_FILE: &str = "synthesizer_train.json";
@@ -254,7 +254,7 @@ pub fn build_seed_set(
     write_blank_image(&out_dir.join(BLANK_IMAGE_FILE))?;
     write_json_atomic(&out_dir.join(SEED_TRAIN_FILE), &conversations)?;
     write_json_atomic(&out_dir.join(SEED_DEV_FILE), &dev)?;
-    write_skipped(&out_dir.join(SKIPPED_FILE), &skipped)?;
+    write_jsonl_atomic(&out_dir.join(SKIPPED_FILE), &skipped)?;
     let summary = SeedSummary {
         train: conversations.len(),
         dev: dev.len(),

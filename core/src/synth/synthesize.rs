@@ -30,7 +30,7 @@ use super::pairs::{CaptionPair, CaptionPairs, SkippedRow, image_path};
 use super::triplets::triplet_from_output;
 use crate::data::conversation::{Conversation, IMAGE_PLACEHOLDER, Message, Role};
 use crate::generation::{FinishReason, GenerationOptions, PromptInput, generate};
-use crate::io::{FileError, write_atomic, write_json_atomic};
+use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::qwen2_vl::image_processor::load_and_process;
 use crate::models::qwen2_vl::processor::LabelMode;
@@ -131,14 +131,6 @@ pub fn synthesis_conversation(caption: &str) -> Conversation {
     }
 }
 
-/// The model folder as written into run records.
-pub(crate) fn model_record(model: &Qwen2Vl) -> String {
-    std::fs::canonicalize(&model.dir)
-        .unwrap_or_else(|_| model.dir.clone())
-        .display()
-        .to_string()
-}
-
 /// sha256 of a file, hex.
 pub(crate) fn file_digest(path: &Path) -> Result<String, FileError> {
     use sha2::{Digest, Sha256};
@@ -171,7 +163,7 @@ pub fn run_synthesis(
     std::fs::create_dir_all(out_dir).map_err(|e| FileError::io(out_dir, e))?;
     let run = json!({
         "job": "synthesize",
-        "synthesizer": model_record(model),
+        "synthesizer": model.dir_record(),
         "input": file_digest(input)?,
         "images": std::fs::canonicalize(images_dir).unwrap_or_else(|_| images_dir.to_path_buf()),
         "max_new_tokens": options.max_new_tokens,
@@ -212,9 +204,9 @@ pub fn run_synthesis(
     }
     let seconds = started.elapsed().as_secs_f64();
 
-    let mut lines = String::new();
+    let mut rows = Vec::with_capacity(targets.len());
     let mut skipped: Vec<SkippedRow> = pairs.skipped.clone();
-    let (mut rows, mut with_triplet) = (0, 0);
+    let mut with_triplet = 0;
     for pair in targets {
         match done.get(&pair.syn_id) {
             Some(CachedEntry::Row(row)) => {
@@ -226,9 +218,7 @@ pub fn run_synthesis(
                 {
                     with_triplet += 1;
                 }
-                lines.push_str(&Value::Object(row.clone()).to_string());
-                lines.push('\n');
-                rows += 1;
+                rows.push(row);
             }
             Some(CachedEntry::Skipped(reason)) => skipped.push(SkippedRow {
                 syn_id: pair.syn_id,
@@ -246,12 +236,12 @@ pub fn run_synthesis(
     }
     skipped.sort_by_key(|s| s.syn_id);
     let output = out_dir.join(TRIPLETS_FILE);
-    write_atomic(&output, lines.as_bytes())?;
-    write_skipped(&out_dir.join(SKIPPED_FILE), &skipped)?;
+    write_jsonl_atomic(&output, &rows)?;
+    write_jsonl_atomic(&out_dir.join(SKIPPED_FILE), &skipped)?;
     let generated_now = pending.len();
     let summary = SynthesisSummary {
         input_rows: pairs.total_rows,
-        rows,
+        rows: rows.len(),
         with_triplet,
         skipped: skipped.len(),
         generated_now,
@@ -273,18 +263,6 @@ pub(crate) fn rate(count: usize, seconds: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-/// Writes `skipped.jsonl` (atomically; an empty file when nothing was skipped).
-pub fn write_skipped(path: &Path, skipped: &[SkippedRow]) -> Result<(), FileError> {
-    let mut text = String::new();
-    for row in skipped {
-        let line = serde_json::to_string(row)
-            .map_err(|e| FileError::new(path, format!("cannot serialize: {e}")))?;
-        text.push_str(&line);
-        text.push('\n');
-    }
-    write_atomic(path, text.as_bytes())
 }
 
 /// Synthesizes one batch: returns the cache entries (rows and skips) in id order and the

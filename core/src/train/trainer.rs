@@ -25,7 +25,7 @@ use super::plot::plot_loss_curve;
 use super::recipe::{FinetuningType, MaskMode, TrainRecipe, hex};
 use super::run_dir::{DataPosition, LossRecord, RunDir, RunDirError, TrainerState};
 use super::schedule::{LrSchedule, micro_batches_per_epoch, total_optimizer_steps};
-use crate::io::{FileError, write_atomic};
+use crate::io::{FileError, write_jsonl_atomic};
 use crate::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
 use crate::models::layers::{tensor_from_vec, tensor_to_vec};
 use crate::models::qwen2_vl::export::{parameters_where, save_model_dir};
@@ -611,12 +611,7 @@ pub fn train(
     state.dir.set_save_total_limit(recipe.save_total_limit);
     let run = state.dir;
     if !skipped.is_empty() {
-        let mut text = String::new();
-        for s in &skipped {
-            text.push_str(&serde_json::to_string(s).expect("plain struct"));
-            text.push('\n');
-        }
-        write_atomic(&run.skipped_path(), text.as_bytes())?;
+        write_jsonl_atomic(&run.skipped_path(), &skipped)?;
     }
 
     // Model: frozen parts, adapters, then (on resume) the checkpoint's weights.

@@ -105,6 +105,14 @@ impl Qwen2Vl {
         })
     }
 
+    /// The model folder as recorded in run and result files (absolute when it resolves).
+    pub fn dir_record(&self) -> String {
+        std::fs::canonicalize(&self.dir)
+            .unwrap_or_else(|_| self.dir.clone())
+            .display()
+            .to_string()
+    }
+
     /// Ids that end generation: the config's eos ids, generation_config's, and `<|im_end|>`.
     pub fn stop_token_ids(&self) -> Vec<u32> {
         let mut ids = self.config.eos_token_ids();
