@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 
 use adamllm::demo::run::{DemoObserver, DemoOptions, run_demo};
-use adamllm::train::trainer::{StepReport, TrainObserver, TrainPlan};
+use adamllm::train::trainer::TrainObserver;
 use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::DeviceArgs;
-use crate::progress::say;
+use crate::progress::StageBar;
 
 /// Flags of `adamllm demo`.
 #[derive(Args, Debug)]
@@ -35,34 +35,9 @@ pub struct DemoArgs {
     pub device: DeviceArgs,
 }
 
-struct View {
-    bar: ProgressBar,
-}
-
-impl TrainObserver for View {
-    fn started(&mut self, plan: &TrainPlan) {
-        self.bar.set_length(plan.total_steps as u64);
-        self.bar.set_position(plan.resumed_from_step as u64);
-    }
-
-    fn step(&mut self, report: &StepReport) {
-        self.bar.set_position(report.step as u64);
-        self.bar.set_message(format!("loss {:.3}", report.loss));
-    }
-}
-
-impl DemoObserver for View {
+impl DemoObserver for StageBar {
     fn stage(&mut self, name: &str, reused: bool) {
-        self.bar.set_prefix(name.to_string());
-        self.bar.set_position(0);
-        self.bar.set_length(0);
-        self.bar.set_message("");
-        self.bar.reset_eta();
-        if reused {
-            say(&self.bar, format!("{name}: finished earlier, reused"));
-        } else {
-            say(&self.bar, format!("{name} ..."));
-        }
+        self.begin(name, reused);
     }
 
     fn progress(&mut self, done: usize, total: usize) {
@@ -95,7 +70,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         )
         .expect("valid template"),
     );
-    let mut view = View { bar };
+    let mut view = StageBar { bar };
     let report = run_demo(&options, &args.out, args.force, &selected.device, &mut view)?;
     view.bar.finish_and_clear();
     println!("{}", report.markdown);

@@ -12,11 +12,12 @@ use adamllm::synth::seed::{SeedInputs, SeedOptions, build_seed_set};
 use adamllm::synth::synthesize::{
     GenerationProgress, SYNTHESIS_MAX_NEW_TOKENS, SynthesizeOptions, run_synthesis,
 };
-use adamllm::train::trainer::{StepReport, TrainObserver, TrainPlan};
+use adamllm::train::trainer::TrainObserver;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::progress::{StageBar, say};
 use crate::{DeviceArgs, load_model};
 
 /// `adamllm synth …`.
@@ -327,43 +328,10 @@ pub fn assemble(args: AssembleArgs) -> Result<()> {
     Ok(())
 }
 
-/// One progress view for the whole pipeline.
-struct PipelineView {
-    bar: ProgressBar,
-}
-
-impl TrainObserver for PipelineView {
-    fn started(&mut self, plan: &TrainPlan) {
-        self.bar.set_length(plan.total_steps as u64);
-        self.bar.set_position(plan.resumed_from_step as u64);
-    }
-
-    fn step(&mut self, report: &StepReport) {
-        self.bar.set_position(report.step as u64);
-        self.bar.set_message(format!(
-            "loss {:.4}, {:.0} tok/s",
-            report.loss, report.tokens_per_s
-        ));
-    }
-
-    fn message(&mut self, text: &str) {
-        crate::progress::say(&self.bar, format!("     train: {text}"));
-    }
-}
-
-impl PipelineObserver for PipelineView {
+impl PipelineObserver for StageBar {
     fn stage(&mut self, stage: Stage, reused: bool) {
         let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0) + 1;
-        self.bar.set_prefix(format!("{index}/4 {}", stage.name()));
-        self.bar.set_position(0);
-        self.bar.set_length(0);
-        self.bar.set_message("");
-        if reused {
-            crate::progress::say(
-                &self.bar,
-                format!("{index}/4 {}: finished earlier, reused", stage.name()),
-            );
-        }
+        self.begin(&format!("{index}/4 {}", stage.name()), reused);
     }
 
     fn progress(&mut self, _stage: Stage, progress: GenerationProgress) {
@@ -371,7 +339,7 @@ impl PipelineObserver for PipelineView {
     }
 
     fn finished(&mut self, stage: Stage, summary: &serde_json::Value) {
-        crate::progress::say(&self.bar, format!("{:>12}: {summary}", stage.name()));
+        say(&self.bar, format!("{:>12}: {summary}", stage.name()));
     }
 
     fn trainer(&mut self) -> &mut dyn TrainObserver {
@@ -383,7 +351,7 @@ impl PipelineObserver for PipelineView {
 pub fn pipeline(config: PathBuf, device: DeviceArgs) -> Result<()> {
     let config = PipelineConfig::from_file(&config)?;
     let selected = device.select()?;
-    let mut view = PipelineView {
+    let mut view = StageBar {
         bar: generation_bar("pipeline", ""),
     };
     let summary = run_pipeline(&config, &selected.device, &mut view)?;
