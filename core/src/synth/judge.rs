@@ -334,7 +334,7 @@ pub fn run_filter(
                     entries.push((ids[i], Some(CachedEntry::Row(row))));
                 }
                 Some(triplet) => {
-                    prompts.push(judge_prompt(judge, &triplet, options, ids[i])?);
+                    prompts.push(judge_prompt(judge, &triplet, options, budget, ids[i])?);
                     row.insert("collected_QA".into(), collected_qa(&triplet));
                     judged.push(entries.len());
                     entries.push((ids[i], Some(CachedEntry::Row(row))));
@@ -433,6 +433,7 @@ fn judge_prompt(
     judge: &Qwen2Vl,
     triplet: &Triplet,
     options: &FilterOptions,
+    budget: usize,
     syn_id: usize,
 ) -> Result<PromptInput, SynthError> {
     let text = judge_prompt_text(triplet, options.shots);
@@ -460,7 +461,7 @@ fn judge_prompt(
             .to_vec(),
     };
     let max = judge.config.max_position_embeddings;
-    if ids.len() + judge_token_budget(judge) > max {
+    if ids.len() + budget > max {
         return Err(SynthError::Invalid(format!(
             "syn_id {syn_id}: the judge prompt takes {} tokens but the judge model holds {max} \
              positions; use a judge with a longer context",
