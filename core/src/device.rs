@@ -6,13 +6,19 @@
 //! adapter whatever its type (this is how CI exercises the wgpu path on lavapipe);
 //! `vulkan`/`metal`/`dx12` pin the graphics API (still compiling our WGSL kernels).
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::{Mutex, OnceLock};
 
-use burn::tensor::wgpu::{WgpuBackend, wgpu};
-use burn::tensor::{Device, DeviceKind};
+use burn::tensor::Device;
+#[cfg(not(target_arch = "wasm32"))]
+use burn::tensor::DeviceKind;
+#[cfg(not(target_arch = "wasm32"))]
+use burn::tensor::wgpu::WgpuBackend;
+use burn::tensor::wgpu::wgpu;
 use serde::Serialize;
 
 /// What the user asked for with `--device`.
@@ -101,7 +107,7 @@ pub struct AdapterSummary {
 pub struct SelectedDevice {
     /// The Burn device.
     pub device: Device,
-    /// Short backend name: `flex` or `wgpu`.
+    /// Short backend name: `flex`, `wgpu` or (in a browser) `webgpu`.
     pub backend: &'static str,
     /// Human description (adapter name and API, or "CPU (flex)").
     pub description: String,
@@ -109,6 +115,9 @@ pub struct SelectedDevice {
     pub reason: String,
     /// Whether f16 compute is supported.
     pub supports_f16: bool,
+    /// The largest storage buffer one binding may hold (bytes) on a GPU; `None` on the CPU.
+    /// A weight larger than this (typically the embedding table) cannot be used there.
+    pub max_binding_bytes: Option<u64>,
 }
 
 impl fmt::Debug for SelectedDevice {
@@ -127,6 +136,7 @@ pub struct DeviceError {
     pub message: String,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Lists every adapter on every graphics API compiled into this build.
 pub fn list_adapters() -> Vec<AdapterSummary> {
     static CACHE: OnceLock<Vec<AdapterSummary>> = OnceLock::new();
@@ -167,6 +177,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 }
 
 /// Software rasterizers that some drivers report with a GPU type.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn looks_like_software(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     [
@@ -188,15 +199,18 @@ fn flex(reason: impl Into<String>) -> SelectedDevice {
         description: "CPU (Burn flex backend)".into(),
         reason: reason.into(),
         supports_f16: true,
+        max_binding_bytes: None,
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Devices initialized with a pinned graphics API, kept so each is initialized once.
 fn pinned_devices() -> &'static Mutex<HashMap<DeviceChoice, Device>> {
     static DEVICES: OnceLock<Mutex<HashMap<DeviceChoice, Device>>> = OnceLock::new();
     DEVICES.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Resolves a `--device` choice to a Burn device.
 pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError> {
     let err = |message: String| DeviceError { choice, message };
@@ -219,6 +233,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError
                         description: format!("{} ({}, {})", a.name, a.device_type, a.backend),
                         reason: "auto: first real GPU adapter".into(),
                         supports_f16: a.shader_f16,
+                        max_binding_bytes: Some(a.max_storage_buffer_binding_size),
                     });
                 }
             }
@@ -250,6 +265,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError
                 description: format!("{} ({}, {})", best.name, best.device_type, best.backend),
                 reason: "asked for wgpu's default adapter".into(),
                 supports_f16: best.shader_f16,
+                max_binding_bytes: Some(best.max_storage_buffer_binding_size),
             })
         }
         DeviceChoice::Vulkan | DeviceChoice::Metal | DeviceChoice::Dx12 => {
@@ -284,8 +300,50 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError
                 description: format!("{} ({}, {})", best.name, best.device_type, best.backend),
                 reason: format!("asked for {api_name}"),
                 supports_f16: best.shader_f16,
+                max_binding_bytes: Some(best.max_storage_buffer_binding_size),
             })
         }
+    }
+}
+
+/// Picks the device in a browser (WebAssembly): WebGPU when `navigator.gpu` yields an adapter
+/// and `choice` allows it, otherwise Burn's `flex` CPU backend compiled to WebAssembly. The
+/// reason says which and why. WebGPU can only be set up once per page (or worker).
+#[cfg(target_arch = "wasm32")]
+pub async fn select_browser_device(choice: DeviceChoice) -> SelectedDevice {
+    if choice == DeviceChoice::Cpu {
+        return flex("asked for the CPU (WebAssembly)");
+    }
+    match Device::wgpu_options().init_with_setup_async().await {
+        Ok((device, setup)) => {
+            let info = setup.adapter.get_info();
+            let limits = setup.adapter.limits();
+            SelectedDevice {
+                device,
+                backend: "webgpu",
+                description: format!(
+                    "{} ({:?} adapter, WebGPU)",
+                    if info.name.is_empty() {
+                        "unnamed adapter"
+                    } else {
+                        info.name.as_str()
+                    },
+                    info.device_type
+                ),
+                reason: format!(
+                    "WebGPU adapter found (largest buffer binding {} MB)",
+                    limits.max_storage_buffer_binding_size / (1024 * 1024)
+                ),
+                supports_f16: setup
+                    .adapter
+                    .features()
+                    .contains(wgpu::Features::SHADER_F16),
+                max_binding_bytes: Some(limits.max_storage_buffer_binding_size),
+            }
+        }
+        Err(error) => flex(format!(
+            "WebGPU is not available here ({error}); running on the CPU (WebAssembly)"
+        )),
     }
 }
 

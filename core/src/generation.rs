@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::models::layers::tensor_to_vec;
+use crate::models::layers::tensor_to_vec_async;
 use crate::models::qwen2_vl::image_processor::ProcessedImage;
 use crate::models::qwen2_vl::text::KvCache;
 use crate::models::qwen2_vl::{ForwardError, Qwen2Vl, TokenBatch};
@@ -84,6 +84,16 @@ pub fn generate(
     prompts: &[PromptInput],
     options: &GenerationOptions,
 ) -> Result<Vec<Generated>, ForwardError> {
+    pollster::block_on(generate_async(model, prompts, options))
+}
+
+/// [`generate`] for async callers: logits are read back with an await between steps, which
+/// is what WebGPU in a browser needs (a blocking readback there never completes).
+pub async fn generate_async(
+    model: &Qwen2Vl,
+    prompts: &[PromptInput],
+    options: &GenerationOptions,
+) -> Result<Vec<Generated>, ForwardError> {
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
@@ -134,7 +144,7 @@ pub fn generate(
         .collect();
     let mut done = vec![false; b];
     for step in 0..options.max_new_tokens {
-        let host = tensor_to_vec(logits);
+        let host = tensor_to_vec_async(logits).await;
         let vocab = model.config.vocab_size;
         let mut chosen = Vec::with_capacity(b);
         for r in 0..b {

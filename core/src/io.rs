@@ -134,26 +134,40 @@ pub fn write_atomic_with(
     Ok(())
 }
 
-/// Writes `rows` as JSON lines (one object a line, each ending in `\n`) atomically.
+/// JSON lines text: one object a line, each ending in `\n` (the layout of every `.jsonl` we
+/// write, shared with the browser page's downloads).
+pub fn jsonl_text<T: serde::Serialize>(
+    rows: impl IntoIterator<Item = T>,
+) -> Result<String, serde_json::Error> {
+    let mut text = String::new();
+    for row in rows {
+        text.push_str(&serde_json::to_string(&row)?);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Pretty JSON text ending in a newline (the layout of every `.json` we write).
+pub fn json_text<T: serde::Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Writes `rows` as JSON lines ([`jsonl_text`]) atomically.
 pub fn write_jsonl_atomic<T: serde::Serialize>(
     path: &Path,
     rows: impl IntoIterator<Item = T>,
 ) -> Result<(), FileError> {
-    let mut text = String::new();
-    for row in rows {
-        let line = serde_json::to_string(&row)
-            .map_err(|e| FileError::new(path, format!("cannot serialize: {e}")))?;
-        text.push_str(&line);
-        text.push('\n');
-    }
+    let text =
+        jsonl_text(rows).map_err(|e| FileError::new(path, format!("cannot serialize: {e}")))?;
     write_atomic(path, text.as_bytes())
 }
 
-/// Serializes `value` as pretty JSON and writes it atomically.
+/// Serializes `value` as pretty JSON ([`json_text`]) and writes it atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), FileError> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| FileError::new(path, format!("cannot serialize: {e}")))?;
-    text.push('\n');
+    let text =
+        json_text(value).map_err(|e| FileError::new(path, format!("cannot serialize: {e}")))?;
     write_atomic(path, text.as_bytes())
 }
 

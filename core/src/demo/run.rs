@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use web_time::Instant;
 
 use burn::tensor::{DType, Device};
 use serde::{Deserialize, Serialize};

@@ -159,6 +159,16 @@ pub enum BenchmarkError {
         /// The reader's message.
         message: String,
     },
+    /// A row's image is not among the picked image files (browser page).
+    #[error("{}: {location}: image `{image}` was not among the picked image files", path.display())]
+    MissingImage {
+        /// The benchmark file.
+        path: PathBuf,
+        /// `line N`, 1-based.
+        location: String,
+        /// The image path as written in the row.
+        image: String,
+    },
     /// The file holds no rows.
     #[error("benchmark file {} has no rows", path.display())]
     Empty {
@@ -191,6 +201,75 @@ pub fn read_benchmark(
         });
     }
     Ok(rows)
+}
+
+/// Reads a benchmark held in memory (the browser page: a picked file), JSON Lines or parquet
+/// told apart by content as in [`read_benchmark`]; `path` names it in messages.
+pub fn read_benchmark_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    options: &ReadOptions,
+) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
+    let rows = if bytes.starts_with(PARQUET_MAGIC) {
+        read_parquet_from(path, bytes::Bytes::from(bytes), options)?
+    } else {
+        read_jsonl(path, &bytes, options)?
+    };
+    if rows.is_empty() {
+        return Err(BenchmarkError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(rows)
+}
+
+/// Replaces image paths by picked image files (the browser page, where there is no file
+/// system): a row's image is found by its path as written (`images/x.png`) or, failing
+/// that, by its file name. A row whose image was not picked is an error naming the row.
+pub fn attach_picked_images(
+    path: &Path,
+    rows: &mut [BenchmarkRow],
+    images: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<(), BenchmarkError> {
+    let by_name: std::collections::BTreeMap<&str, &Vec<u8>> = images
+        .iter()
+        .map(|(key, bytes)| (key.rsplit(['/', '\\']).next().unwrap_or(key), bytes))
+        .collect();
+    for row in rows.iter_mut() {
+        let Some(ImageSource::Path(image_path)) = &row.image else {
+            continue;
+        };
+        let written = image_path.to_string_lossy().replace('\\', "/");
+        let file_name = image_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let found = images
+            .iter()
+            .find(|(key, _)| {
+                *key == &written
+                    || key.ends_with(&format!("/{written}"))
+                    || written.ends_with(&format!("/{key}"))
+            })
+            .map(|(_, bytes)| bytes)
+            .or_else(|| by_name.get(file_name.as_str()).copied());
+        match found {
+            Some(bytes) => {
+                row.image = Some(ImageSource::Bytes {
+                    bytes: bytes.clone(),
+                    name: written,
+                });
+            }
+            None => {
+                return Err(BenchmarkError::MissingImage {
+                    path: path.to_path_buf(),
+                    location: format!("line {}", row.index + 1),
+                    image: written,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fills as much of `buffer` as the file has.
@@ -304,15 +383,24 @@ fn check_required(
 
 /// Reads a parquet file as the `datasets` library writes it.
 fn read_parquet(path: &Path, options: &ReadOptions) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
-    let parquet_error = |message: String| BenchmarkError::Parquet {
-        path: path.to_path_buf(),
-        message,
-    };
     let file = File::open(path).map_err(|source| BenchmarkError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    read_parquet_from(path, file, options)
+}
+
+/// Reads parquet from a file or from bytes in memory (`path` is for messages and images).
+fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &Path,
+    source: R,
+    options: &ReadOptions,
+) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
+    let parquet_error = |message: String| BenchmarkError::Parquet {
+        path: path.to_path_buf(),
+        message,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(source)
         .map_err(|error| parquet_error(error.to_string()))?;
     let column_names: Vec<String> = builder
         .schema()
@@ -828,6 +916,55 @@ mod tests {
         assert!(
             message.contains("row 2") && message.contains("`answer_type`"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn bytes_in_memory_read_like_the_file_and_picked_images_attach() {
+        let dir = tempfile::tempdir().unwrap();
+        let parquet = dir.path().join("bench.parquet");
+        write_parquet(&parquet, true);
+        let from_file = read_benchmark(&parquet, &required(&["input", "label"])).unwrap();
+        let from_bytes = read_benchmark_bytes(
+            &parquet,
+            std::fs::read(&parquet).unwrap(),
+            &required(&["input", "label"]),
+        )
+        .unwrap();
+        assert_eq!(from_file, from_bytes);
+
+        let jsonl = b"{\"input\": \"q0\", \"label\": \"a\", \"image\": \"img/0.png\"}\n\
+                      {\"input\": \"q1\", \"label\": \"b\", \"image\": \"img/10.png\"}\n";
+        let options = ReadOptions {
+            images_dir: Some(PathBuf::new()),
+            ..required(&["input"])
+        };
+        let name = Path::new("picked.jsonl");
+        let mut rows = read_benchmark_bytes(name, jsonl.to_vec(), &options).unwrap();
+        let images: std::collections::BTreeMap<String, Vec<u8>> = [
+            ("folder/img/10.png".to_owned(), vec![10]),
+            ("0.png".to_owned(), vec![0]),
+        ]
+        .into_iter()
+        .collect();
+        attach_picked_images(name, &mut rows, &images).unwrap();
+        let bytes = |row: &BenchmarkRow| match &row.image {
+            Some(ImageSource::Bytes { bytes, name }) => (bytes.clone(), name.clone()),
+            other => panic!("not attached: {other:?}"),
+        };
+        // `0.png` matches by file name only; `10.png` by its written path, not `0.png`.
+        assert_eq!(bytes(&rows[0]), (vec![0], "img/0.png".to_owned()));
+        assert_eq!(bytes(&rows[1]), (vec![10], "img/10.png".to_owned()));
+
+        let mut rows = read_benchmark_bytes(name, jsonl.to_vec(), &options).unwrap();
+        let only_one: std::collections::BTreeMap<String, Vec<u8>> =
+            [("img/0.png".to_owned(), vec![0])].into_iter().collect();
+        let error = attach_picked_images(name, &mut rows, &only_one)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "picked.jsonl: line 2: image `img/10.png` was not among the picked image files"
         );
     }
 

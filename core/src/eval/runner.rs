@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use web_time::Instant;
 
 use serde_json::{Map, Value, json};
 
@@ -30,7 +30,7 @@ use super::benchmark::{BenchmarkError, BenchmarkRow, ImageSource};
 use super::custom_task::{EvalTask, TaskError};
 use super::tasks::BenchmarkTask;
 use crate::data::conversation::Conversation;
-use crate::generation::{GenerationOptions, PromptInput, generate};
+use crate::generation::{GenerationOptions, PromptInput, generate_async};
 use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 use crate::models::qwen2_vl::image_processor::{
     ImageProcessorConfig, ProcessedImage, load_and_process, process_image,
@@ -224,18 +224,10 @@ pub fn run_eval(
         return Err(EvalError::NoRows);
     }
     // Bad labels or missing fields should fail now, not after hours of generation.
-    let blank_predictions: Vec<Value> = targets
-        .iter()
-        .map(|row| Value::Object(prediction_record(row, "")))
-        .collect();
-    task.score(&blank_predictions)
-        .map_err(|message| EvalError::InvalidRows {
-            task: task.name().to_owned(),
-            message,
-        })?;
+    check_rows_scorable(task, targets)?;
 
     std::fs::create_dir_all(out_dir).map_err(|error| FileError::io(out_dir, error))?;
-    let max_new_tokens = opts.max_new_tokens.unwrap_or_else(|| task.max_new_tokens());
+    let max_new_tokens = eval_max_new_tokens(task, opts);
     let run = json!({
         "task": task.name(),
         "model": model.dir_record(),
@@ -269,17 +261,19 @@ pub fn run_eval(
     let total = targets.len();
     let mut finished = total - pending.len();
     on_progress(finished, total);
-    let mut image_config = eval_image_config(&model.processor.image_config);
-    if let Some((min, max)) = opts.pixels {
-        image_config.min_pixels = min;
-        image_config.max_pixels = max;
-    }
+    let image_config = eval_image_config_for(model, opts);
     let batch_size = opts.batch_size.max(1);
     let started = Instant::now();
     for batch in pending.chunks(batch_size) {
         let batch_rows: Vec<&BenchmarkRow> =
             batch.iter().map(|&position| &targets[position]).collect();
-        let answers = answer_batch(model, task, &image_config, &batch_rows, max_new_tokens)?;
+        let (answers, _tokens) = pollster::block_on(answer_batch(
+            model,
+            task,
+            &image_config,
+            &batch_rows,
+            max_new_tokens,
+        ))?;
         let mut lines = String::new();
         for (row, answer) in batch_rows.iter().zip(answers) {
             let record = prediction_record(row, &answer);
@@ -293,6 +287,8 @@ pub fn run_eval(
         on_progress(finished, total);
     }
     let seconds = started.elapsed().as_secs_f64();
+    // Closed before the final files are written (a no-op type on wasm32, where this never runs).
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::drop_non_drop))]
     drop(partial_file);
 
     let mut predictions = Vec::with_capacity(total);
@@ -307,36 +303,14 @@ pub fn run_eval(
     }
     write_jsonl_atomic(&final_path, &predictions)?;
 
-    let score = task
-        .score(&predictions)
-        .map_err(|message| EvalError::Score {
-            task: task.name().to_owned(),
-            message,
-        })?;
-    let mut results = match score {
-        Value::Object(fields) => fields,
-        other => {
-            let mut fields = Map::new();
-            fields.insert("score".to_owned(), other);
-            fields
-        }
-    };
-    results.insert("metric".to_owned(), json!(task.metric_name()));
-    results.insert("model".to_owned(), json!(model.dir_record()));
-    results.insert("examples".to_owned(), json!(total));
-    results.insert("max_new_tokens".to_owned(), json!(max_new_tokens));
-    let results = Value::Object(results);
+    let results = results_record(task, &model.dir_record(), &predictions, max_new_tokens)?;
     write_json_atomic(&out_dir.join(RESULTS_FILE), &results)?;
 
     let generated = pending.len();
     let summary = EvalSummary {
         task: task.name().to_owned(),
         metric: task.metric_name().to_owned(),
-        scores: task
-            .score_keys()
-            .iter()
-            .filter_map(|key| Some(((*key).to_owned(), results.get(*key)?.as_f64()?)))
-            .collect(),
+        scores: result_scores(task, &results),
         results,
         predictions_path: final_path,
         examples: total,
@@ -355,6 +329,119 @@ pub fn run_eval(
         Err(error) => return Err(FileError::io(&partial_path, error).into()),
     }
     Ok(summary)
+}
+
+/// Checks that `rows` can be scored for `task` (labels, fields) before anything is generated.
+pub fn check_rows_scorable(task: &EvalTask, rows: &[BenchmarkRow]) -> Result<(), EvalError> {
+    let blank_predictions: Vec<Value> = rows
+        .iter()
+        .map(|row| Value::Object(prediction_record(row, "")))
+        .collect();
+    task.score(&blank_predictions)
+        .map(|_| ())
+        .map_err(|message| EvalError::InvalidRows {
+            task: task.name().to_owned(),
+            message,
+        })
+}
+
+/// The image settings of an evaluation: the paper's, or `opts.pixels` when set.
+pub fn eval_image_config_for(model: &Qwen2Vl, opts: &EvalOptions) -> ImageProcessorConfig {
+    let mut image_config = eval_image_config(&model.processor.image_config);
+    if let Some((min, max)) = opts.pixels {
+        image_config.min_pixels = min;
+        image_config.max_pixels = max;
+    }
+    image_config
+}
+
+/// The token budget of an evaluation: `opts.max_new_tokens` or the task's.
+pub fn eval_max_new_tokens(task: &EvalTask, opts: &EvalOptions) -> usize {
+    opts.max_new_tokens.unwrap_or_else(|| task.max_new_tokens())
+}
+
+/// Prediction records answered in memory, with the number of tokens generated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Predictions {
+    /// The lines of `predictions.jsonl`, in row order.
+    pub records: Vec<Value>,
+    /// New tokens generated over all rows (stop tokens excluded).
+    pub generated_tokens: usize,
+}
+
+/// Answers every row in memory, batch by batch, and returns the prediction records in row
+/// order (the lines of `predictions.jsonl`). This is the browser page's evaluation; the CLI's
+/// [`run_eval`] adds files and resuming around the same batches. `on_progress(done, total)`
+/// is called at the start and after every batch.
+pub async fn predict_rows(
+    model: &Qwen2Vl,
+    task: &EvalTask,
+    rows: &[BenchmarkRow],
+    opts: &EvalOptions,
+    on_progress: &mut dyn FnMut(usize, usize),
+) -> Result<Predictions, EvalError> {
+    let count = opts.limit.map_or(rows.len(), |limit| limit.min(rows.len()));
+    let targets = &rows[..count];
+    if targets.is_empty() {
+        return Err(EvalError::NoRows);
+    }
+    check_rows_scorable(task, targets)?;
+    let max_new_tokens = eval_max_new_tokens(task, opts);
+    let image_config = eval_image_config_for(model, opts);
+    let mut predictions = Vec::with_capacity(targets.len());
+    on_progress(0, targets.len());
+    let refs: Vec<&BenchmarkRow> = targets.iter().collect();
+    let mut generated_tokens = 0;
+    for batch in refs.chunks(opts.batch_size.max(1)) {
+        let (answers, tokens) =
+            answer_batch(model, task, &image_config, batch, max_new_tokens).await?;
+        generated_tokens += tokens;
+        for (row, answer) in batch.iter().zip(answers) {
+            predictions.push(Value::Object(prediction_record(row, &answer)));
+        }
+        on_progress(predictions.len(), targets.len());
+    }
+    Ok(Predictions {
+        records: predictions,
+        generated_tokens,
+    })
+}
+
+/// The content of `results.json`: the task's scores plus `metric`, `model`, `examples` and
+/// `max_new_tokens`.
+pub fn results_record(
+    task: &EvalTask,
+    model_record: &str,
+    predictions: &[Value],
+    max_new_tokens: usize,
+) -> Result<Value, EvalError> {
+    let score = task
+        .score(predictions)
+        .map_err(|message| EvalError::Score {
+            task: task.name().to_owned(),
+            message,
+        })?;
+    let mut results = match score {
+        Value::Object(fields) => fields,
+        other => {
+            let mut fields = Map::new();
+            fields.insert("score".to_owned(), other);
+            fields
+        }
+    };
+    results.insert("metric".to_owned(), json!(task.metric_name()));
+    results.insert("model".to_owned(), json!(model_record));
+    results.insert("examples".to_owned(), json!(predictions.len()));
+    results.insert("max_new_tokens".to_owned(), json!(max_new_tokens));
+    Ok(Value::Object(results))
+}
+
+/// The task-level scores of a `results.json` in the task's output order.
+pub fn result_scores(task: &EvalTask, results: &Value) -> Vec<(String, f64)> {
+    task.score_keys()
+        .iter()
+        .filter_map(|key| Some(((*key).to_owned(), results.get(*key)?.as_f64()?)))
+        .collect()
 }
 
 /// A file's bytes, or nothing when it does not exist.
@@ -486,14 +573,15 @@ pub fn pending_rows(
     Ok(pending)
 }
 
-/// Builds the prompts of a batch, generates, and decodes the answers (in row order).
-fn answer_batch(
+/// Builds the prompts of a batch, generates, and decodes the answers (in row order); also
+/// returns the number of new tokens.
+async fn answer_batch(
     model: &Qwen2Vl,
     task: &EvalTask,
     image_config: &ImageProcessorConfig,
     rows: &[&BenchmarkRow],
     max_new_tokens: usize,
-) -> Result<Vec<String>, EvalError> {
+) -> Result<(Vec<String>, usize), EvalError> {
     let max_positions = model.config.max_position_embeddings;
     let mut prompts = Vec::with_capacity(rows.len());
     for row in rows {
@@ -544,11 +632,13 @@ fn answer_batch(
     };
     let first = rows.first().map_or(0, |row| row.index);
     let last = rows.last().map_or(0, |row| row.index);
-    let generated = generate(model, &prompts, &options).map_err(|source| EvalError::Generate {
-        first,
-        last,
-        source,
-    })?;
+    let generated = generate_async(model, &prompts, &options)
+        .await
+        .map_err(|source| EvalError::Generate {
+            first,
+            last,
+            source,
+        })?;
     if generated.len() != rows.len() {
         return Err(EvalError::IncompleteBatch {
             first,
@@ -568,7 +658,8 @@ fn answer_batch(
             })?;
         answers.push(answer);
     }
-    Ok(answers)
+    let tokens = generated.iter().map(|g| g.token_ids.len()).sum();
+    Ok((answers, tokens))
 }
 
 /// Decodes and preprocesses one image; the error is a message for [`EvalError::Image`].

@@ -6,14 +6,13 @@
 //! convert to f32; other dtypes are refused with the tensor's name.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use safetensors::Dtype;
 use serde::Deserialize;
 
-use crate::io::{FileError, read_json_file, write_atomic};
+use super::files::ModelFiles;
+use crate::io::{FileError, write_atomic};
 
 /// File name of an unsharded checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -46,86 +45,102 @@ struct ShardIndex {
 /// An opened checkpoint: headers parsed, data read on demand.
 #[derive(Debug)]
 pub struct CheckpointReader {
-    shard_paths: Vec<PathBuf>,
+    /// (folder, file name) of each shard.
+    shards: Vec<(ModelFiles, String)>,
     tensors: HashMap<String, TensorLocation>,
 }
 
 impl CheckpointReader {
-    /// Opens the checkpoint of a model folder (single file or sharded).
+    /// Opens the checkpoint of a model folder on disk (single file or sharded).
     pub fn open_dir(model_dir: &Path) -> Result<Self, FileError> {
-        let single = model_dir.join(SINGLE_FILE);
-        let index = model_dir.join(INDEX_FILE);
-        if index.exists() {
-            let parsed: ShardIndex = read_json_file(&index)?;
+        Self::open(&ModelFiles::Dir(model_dir.to_path_buf()))
+    }
+
+    /// Opens the checkpoint of a model folder on disk or in memory (single file or sharded).
+    pub fn open(files: &ModelFiles) -> Result<Self, FileError> {
+        let mut reader = Self {
+            shards: Vec::new(),
+            tensors: HashMap::new(),
+        };
+        if files.exists(INDEX_FILE) {
+            let parsed: ShardIndex = files.read_json(INDEX_FILE)?;
             let mut shard_names: Vec<String> = parsed.weight_map.values().cloned().collect();
             shard_names.sort();
             shard_names.dedup();
-            let mut reader = Self {
-                shard_paths: Vec::new(),
-                tensors: HashMap::new(),
-            };
             for name in &shard_names {
-                reader.add_shard(&model_dir.join(name))?;
+                if !files.exists(name) {
+                    return Err(FileError::new(
+                        &files.path(name),
+                        format!("listed in {INDEX_FILE} but missing from the model folder"),
+                    ));
+                }
+                reader.add_shard(files, name)?;
             }
             for (tensor, shard) in &parsed.weight_map {
                 if !reader.tensors.contains_key(tensor) {
                     return Err(FileError::tensor(
-                        &model_dir.join(shard),
+                        &files.path(shard),
                         tensor,
                         format!("listed in {INDEX_FILE} but not present in the shard"),
                     ));
                 }
             }
             Ok(reader)
-        } else if single.exists() {
-            Self::open_files(&[single])
+        } else if files.exists(SINGLE_FILE) {
+            reader.add_shard(files, SINGLE_FILE)?;
+            Ok(reader)
         } else {
             Err(FileError::new(
-                model_dir,
+                &files.root(),
                 format!("no {SINGLE_FILE} or {INDEX_FILE} in the model folder"),
             ))
         }
     }
 
-    /// Opens one or more safetensors files as one checkpoint.
+    /// Opens one or more safetensors files on disk as one checkpoint.
     pub fn open_files(paths: &[PathBuf]) -> Result<Self, FileError> {
         let mut reader = Self {
-            shard_paths: Vec::new(),
+            shards: Vec::new(),
             tensors: HashMap::new(),
         };
         for p in paths {
-            reader.add_shard(p)?;
+            let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| FileError::new(p, "not a file name"))?;
+            reader.add_shard(&ModelFiles::Dir(dir), name)?;
         }
         Ok(reader)
     }
 
-    fn add_shard(&mut self, path: &Path) -> Result<(), FileError> {
-        let not_st = |msg: String| FileError::new(path, format!("not a safetensors file: {msg}"));
-        let mut file = File::open(path).map_err(|e| FileError::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| FileError::io(path, e))?.len();
-        let mut len_bytes = [0u8; 8];
-        file.read_exact(&mut len_bytes)
+    fn add_shard(&mut self, files: &ModelFiles, file: &str) -> Result<(), FileError> {
+        let path = files.path(file);
+        let not_st = |msg: String| FileError::new(&path, format!("not a safetensors file: {msg}"));
+        let file_len = files.len(file)?;
+        let len_bytes = files
+            .read_range(file, 0, 8)
             .map_err(|_| not_st("shorter than the 8-byte header length".into()))?;
-        let header_len = u64::from_le_bytes(len_bytes);
+        let header_len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
         if header_len > 100 * 1024 * 1024 || 8 + header_len > file_len {
             return Err(not_st(format!(
                 "header length {header_len} does not fit a {file_len}-byte file"
             )));
         }
-        let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header)
+        let header = files
+            .read_range(file, 8, header_len as usize)
             .map_err(|e| not_st(format!("cannot read header: {e}")))?;
         let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
             .map_err(|e| not_st(format!("header is not JSON: {e}")))?;
         let data_start = 8 + header_len;
-        let shard = self.shard_paths.len();
+        let shard = self.shards.len();
         let mut data_end = 0u64;
         for (name, value) in header {
             if name == "__metadata__" {
                 continue;
             }
             let entry: HeaderEntry = serde_json::from_value(value).map_err(|e| {
-                FileError::tensor(path, &name, format!("malformed header entry: {e}"))
+                FileError::tensor(&path, &name, format!("malformed header entry: {e}"))
             })?;
             let (a, b) = entry.data_offsets;
             data_end = data_end.max(b);
@@ -142,7 +157,7 @@ impl CheckpointReader {
         }
         if data_start + data_end > file_len {
             return Err(FileError::new(
-                path,
+                &path,
                 format!(
                     "truncated: the header describes {} bytes of data but the file has {}",
                     data_end,
@@ -150,7 +165,7 @@ impl CheckpointReader {
                 ),
             ));
         }
-        self.shard_paths.push(path.to_path_buf());
+        self.shards.push((files.clone(), file.to_owned()));
         Ok(())
     }
 
@@ -159,6 +174,23 @@ impl CheckpointReader {
         let mut v: Vec<String> = self.tensors.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// The tensor with the most elements and that count (the embedding table of a language
+    /// model): what a GPU's per-binding buffer limit is checked against.
+    pub fn largest_tensor(&self) -> Option<(String, usize)> {
+        self.tensors
+            .iter()
+            .map(|(name, t)| (name.clone(), t.shape.iter().product::<usize>()))
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+    }
+
+    /// Total number of elements over all tensors (the parameter count).
+    pub fn parameter_count(&self) -> usize {
+        self.tensors
+            .values()
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
     }
 
     /// Whether the checkpoint holds `name`.
@@ -177,23 +209,24 @@ impl CheckpointReader {
     }
 
     /// The file that holds `name` (the first shard when absent, for error messages).
-    pub fn file_of(&self, name: &str) -> &Path {
+    pub fn file_of(&self, name: &str) -> PathBuf {
         let shard = self.tensors.get(name).map(|t| t.shard).unwrap_or(0);
-        self.shard_paths
+        self.shards
             .get(shard)
-            .map(PathBuf::as_path)
-            .unwrap_or(Path::new("<checkpoint>"))
+            .map(|(files, file)| files.path(file))
+            .unwrap_or_else(|| PathBuf::from("<checkpoint>"))
     }
 
     /// Reads a tensor as f32, checking its shape. Errors name the file and the tensor.
     pub fn read_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>, FileError> {
         let loc = self.tensors.get(name).ok_or_else(|| {
-            FileError::tensor(self.file_of(name), name, "missing from the checkpoint")
+            FileError::tensor(&self.file_of(name), name, "missing from the checkpoint")
         })?;
-        let path = &self.shard_paths[loc.shard];
+        let (files, file) = &self.shards[loc.shard];
+        let path = files.path(file);
         if loc.shape != expected_shape {
             return Err(FileError::tensor(
-                path,
+                &path,
                 name,
                 format!(
                     "wrong shape: expected {expected_shape:?}, found {:?}",
@@ -208,7 +241,7 @@ impl CheckpointReader {
             Dtype::F64 => 8,
             other => {
                 return Err(FileError::tensor(
-                    path,
+                    &path,
                     name,
                     format!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
                 ));
@@ -216,7 +249,7 @@ impl CheckpointReader {
         };
         if (loc.end - loc.start) as usize != count * width {
             return Err(FileError::tensor(
-                path,
+                &path,
                 name,
                 format!(
                     "data size {} does not match shape {:?} of {:?}",
@@ -226,12 +259,11 @@ impl CheckpointReader {
                 ),
             ));
         }
-        let mut file = File::open(path).map_err(|e| FileError::io(path, e))?;
-        file.seek(SeekFrom::Start(loc.start))
-            .map_err(|e| FileError::io(path, e))?;
-        let mut bytes = vec![0u8; count * width];
-        file.read_exact(&mut bytes)
-            .map_err(|e| FileError::tensor(path, name, format!("cannot read data: {e}")))?;
+        let bytes = files
+            .read_range(file, loc.start, count * width)
+            .map_err(|e| {
+                FileError::tensor(&path, name, format!("cannot read data: {}", e.message))
+            })?;
         Ok(decode_to_f32(&bytes, loc.dtype))
     }
 }

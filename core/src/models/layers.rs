@@ -31,6 +31,17 @@ pub fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 tensor data")
 }
 
+/// Reads a float tensor back as f32 values without blocking (the only way on WebGPU in a
+/// browser, where a readback completes in a later turn of the event loop).
+pub async fn tensor_to_vec_async<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data_async()
+        .await
+        .expect("tensor readback")
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor data")
+}
+
 /// Loads named tensors from a checkpoint onto a device, tracking which keys were used.
 pub struct WeightLoader<'a> {
     reader: &'a CheckpointReader,

@@ -2,5 +2,6 @@
 //! layers) sit beside them.
 
 pub mod checkpoint;
+pub mod files;
 pub mod layers;
 pub mod qwen2_vl;

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use web_time::Instant;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -25,7 +25,7 @@ use super::chunk_cache::{CachedEntry, ChunkCache};
 use super::synthesize::{GenerationProgress, file_digest, rate};
 use super::triplets::{Triplet, triplet_from_output};
 use crate::data::conversation::{Conversation, Message, Role};
-use crate::generation::{GenerationOptions, PromptInput, generate};
+use crate::generation::{GenerationOptions, PromptInput, generate, generate_async};
 use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::qwen2_vl::processor::LabelMode;
@@ -342,11 +342,7 @@ pub fn run_filter(
             }
         }
         if !prompts.is_empty() {
-            let generation = GenerationOptions {
-                max_new_tokens: budget,
-                temperature: 0.0,
-                ..GenerationOptions::default()
-            };
+            let generation = judge_generation_options(budget);
             let outputs =
                 generate(judge, &prompts, &generation).map_err(|source| SynthError::Generate {
                     first: ids[batch[0]],
@@ -426,6 +422,54 @@ pub fn run_filter(
     write_json_atomic(&labels_path(output), &summary)?;
     cache.remove()?;
     Ok(summary)
+}
+
+/// The judge's decoding: greedy, `budget` new tokens.
+pub fn judge_generation_options(budget: usize) -> GenerationOptions {
+    GenerationOptions {
+        max_new_tokens: budget,
+        temperature: 0.0,
+        ..GenerationOptions::default()
+    }
+}
+
+/// One judgement: the judge's text and the label read from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judgement {
+    /// What the judge wrote (the `pred` of the filter's rows).
+    pub text: String,
+    /// The label.
+    pub label: JudgeLabel,
+}
+
+/// Judges one triplet (the browser's synthesis panel; `filter` runs the same prompt and
+/// decoding in batches).
+pub async fn judge_triplet(
+    judge: &Qwen2Vl,
+    triplet: &Triplet,
+    options: &FilterOptions,
+) -> Result<Judgement, SynthError> {
+    let budget = judge_token_budget(judge);
+    let prompt = judge_prompt(judge, triplet, options, budget, 0)?;
+    let generated = generate_async(judge, &[prompt], &judge_generation_options(budget))
+        .await
+        .map_err(|source| SynthError::Generate {
+            first: 0,
+            last: 0,
+            source,
+        })?;
+    let tokens = generated
+        .first()
+        .map(|g| g.token_ids.as_slice())
+        .unwrap_or(&[]);
+    let text = judge
+        .processor
+        .decode(tokens)
+        .map_err(|source| SynthError::Prompt { syn_id: 0, source })?;
+    Ok(Judgement {
+        label: JudgeLabel::parse(&text),
+        text,
+    })
 }
 
 /// Encodes the judge prompt of one triplet.

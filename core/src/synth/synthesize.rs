@@ -19,7 +19,7 @@
 //! killed run resumes where it stopped.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use web_time::Instant;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -27,12 +27,14 @@ use serde_json::{Value, json};
 use super::SynthError;
 use super::chunk_cache::{CachedEntry, ChunkCache};
 use super::pairs::{CaptionPair, CaptionPairs, SkippedRow, image_path};
-use super::triplets::triplet_from_output;
+use super::triplets::{Triplet, triplet_from_output};
 use crate::data::conversation::{Conversation, IMAGE_PLACEHOLDER, Message, Role};
-use crate::generation::{FinishReason, GenerationOptions, PromptInput, generate};
+use crate::generation::{FinishReason, GenerationOptions, PromptInput, generate, generate_async};
 use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 use crate::models::qwen2_vl::Qwen2Vl;
-use crate::models::qwen2_vl::image_processor::load_and_process;
+use crate::models::qwen2_vl::image_processor::{
+    ImageProcessorConfig, ProcessedImage, load_and_process, process_image,
+};
 use crate::models::qwen2_vl::processor::LabelMode;
 
 /// The instruction of the synthesizer's first round.
@@ -265,6 +267,125 @@ pub(crate) fn rate(count: usize, seconds: f64) -> f64 {
     }
 }
 
+/// The image settings of synthesis: the synthesizer's own (what it was trained with), unless
+/// `options` override them.
+pub fn synthesis_image_config(
+    model: &Qwen2Vl,
+    options: &SynthesizeOptions,
+) -> ImageProcessorConfig {
+    let mut image_config = model.processor.image_config.clone();
+    if let Some(min) = options.min_pixels {
+        image_config.min_pixels = min;
+    }
+    if let Some(max) = options.max_pixels {
+        image_config.max_pixels = max;
+    }
+    image_config
+}
+
+/// The synthesizer's prompt for one processed image and its caption: the caption round, then
+/// an open user turn. The error is the reason the pair is skipped.
+pub fn synthesis_prompt(
+    model: &Qwen2Vl,
+    image: ProcessedImage,
+    caption: &str,
+) -> Result<PromptInput, String> {
+    let max_positions = model.config.max_position_embeddings;
+    let conversation = synthesis_conversation(caption);
+    let encoded = model
+        .processor
+        .encode_opening(
+            &conversation,
+            std::slice::from_ref(&image),
+            Some(Role::User),
+            LabelMode::AssistantTurns,
+        )
+        .map_err(|error| format!("prompt: {error}"))?;
+    if encoded.ids.len() + 1 >= max_positions {
+        return Err(format!(
+            "the prompt (image + caption) takes {} tokens; the model holds {max_positions}",
+            encoded.ids.len()
+        ));
+    }
+    Ok(PromptInput {
+        ids: encoded.ids,
+        images: vec![image],
+    })
+}
+
+/// Greedy decoding up to the budget (capped by the model's positions), stopping only at
+/// `<|endoftext|>`: `<|im_end|>` closes each turn the synthesizer writes.
+pub fn synthesis_generation_options(
+    model: &Qwen2Vl,
+    options: &SynthesizeOptions,
+    prompts: &[PromptInput],
+) -> GenerationOptions {
+    let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    GenerationOptions {
+        max_new_tokens: options
+            .max_new_tokens
+            .min(model.config.max_position_embeddings.saturating_sub(longest)),
+        temperature: 0.0,
+        stop_ids: Some(vec![model.processor.pad_id]),
+        ..GenerationOptions::default()
+    }
+}
+
+/// What the synthesizer wrote for one image-caption pair.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SynthesizedPair {
+    /// The raw output, special tokens kept (the `pred` of the triplets file).
+    pub pred: String,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+    /// The task triplet parsed from it, if any.
+    pub triplet: Option<Triplet>,
+    /// Generated tokens.
+    pub tokens: usize,
+}
+
+/// Synthesizes one decoded image with its caption (the browser's synthesis panel; the
+/// `synthesize` command runs the same prompt and decoding in batches).
+pub async fn synthesize_pair(
+    model: &Qwen2Vl,
+    image: &image::DynamicImage,
+    caption: &str,
+    options: &SynthesizeOptions,
+) -> Result<SynthesizedPair, SynthError> {
+    let processed = process_image(image, &synthesis_image_config(model, options))
+        .map_err(|error| SynthError::Invalid(format!("image: {error}")))?;
+    let prompt = synthesis_prompt(model, processed, caption).map_err(SynthError::Invalid)?;
+    let prompts = [prompt];
+    let generation = synthesis_generation_options(model, options, &prompts);
+    let output = generate_async(model, &prompts, &generation)
+        .await
+        .map_err(|source| SynthError::Generate {
+            first: 0,
+            last: 0,
+            source,
+        })?
+        .pop()
+        .ok_or_else(|| SynthError::Invalid("the synthesizer returned no output".into()))?;
+    let pred = model
+        .processor
+        .decode_with_special(&output.token_ids)
+        .map_err(|source| SynthError::Prompt { syn_id: 0, source })?;
+    Ok(SynthesizedPair {
+        triplet: triplet_from_output(&pred),
+        finish_reason: finish_reason_name(output.finish_reason).to_owned(),
+        tokens: output.token_ids.len(),
+        pred,
+    })
+}
+
+/// `stop` or `length`, as written in output rows.
+pub fn finish_reason_name(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
 /// Synthesizes one batch: returns the cache entries (rows and skips) in id order and the
 /// number of generated tokens.
 fn synthesize_batch(
@@ -273,15 +394,7 @@ fn synthesize_batch(
     batch: &[&CaptionPair],
     options: &SynthesizeOptions,
 ) -> Result<(Vec<(usize, CachedEntry)>, usize), SynthError> {
-    // The model's own image settings (what it was trained with), unless overridden.
-    let mut image_config = model.processor.image_config.clone();
-    if let Some(min) = options.min_pixels {
-        image_config.min_pixels = min;
-    }
-    if let Some(max) = options.max_pixels {
-        image_config.max_pixels = max;
-    }
-    let max_positions = model.config.max_position_embeddings;
+    let image_config = synthesis_image_config(model, options);
     let mut entries: Vec<(usize, Option<CachedEntry>)> = Vec::with_capacity(batch.len());
     let mut prompts = Vec::new();
     let mut prompt_rows = Vec::new();
@@ -298,41 +411,17 @@ fn synthesize_batch(
                 continue;
             }
         };
-        let conversation = synthesis_conversation(&pair.caption);
-        let encoded = match model.processor.encode_opening(
-            &conversation,
-            std::slice::from_ref(&image),
-            Some(Role::User),
-            LabelMode::AssistantTurns,
-        ) {
-            Ok(encoded) => encoded,
-            Err(error) => {
-                entries[position].1 = Some(CachedEntry::Skipped(format!("prompt: {error}")));
-                continue;
+        match synthesis_prompt(model, image, &pair.caption) {
+            Ok(prompt) => {
+                prompts.push(prompt);
+                prompt_rows.push(position);
             }
-        };
-        if encoded.ids.len() + 1 >= max_positions {
-            entries[position].1 = Some(CachedEntry::Skipped(format!(
-                "the prompt (image + caption) takes {} tokens; the model holds {max_positions}",
-                encoded.ids.len()
-            )));
-            continue;
+            Err(reason) => entries[position].1 = Some(CachedEntry::Skipped(reason)),
         }
-        prompts.push(PromptInput {
-            ids: encoded.ids,
-            images: vec![image],
-        });
-        prompt_rows.push(position);
     }
     let mut tokens = 0;
     if !prompts.is_empty() {
-        let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
-        let generation = GenerationOptions {
-            max_new_tokens: options.max_new_tokens.min(max_positions - longest),
-            temperature: 0.0,
-            stop_ids: Some(vec![model.processor.pad_id]),
-            ..GenerationOptions::default()
-        };
+        let generation = synthesis_generation_options(model, options, &prompts);
         let first = batch.first().map_or(0, |p| p.syn_id);
         let last = batch.last().map_or(0, |p| p.syn_id);
         let outputs =
@@ -356,10 +445,7 @@ fn synthesize_batch(
             row.insert("pred".into(), json!(pred));
             row.insert(
                 "finish_reason".into(),
-                json!(match output.finish_reason {
-                    FinishReason::Stop => "stop",
-                    FinishReason::Length => "length",
-                }),
+                json!(finish_reason_name(output.finish_reason)),
             );
             entries[position].1 = Some(CachedEntry::Row(row));
         }

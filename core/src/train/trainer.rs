@@ -4,7 +4,7 @@
 //! resume, metrics, validation and the final Hugging Face / PEFT export.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use web_time::Instant;
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::io::{FileError, read_json_file};
+use crate::models::files::ModelFiles;
 
 fn default_vocab_size() -> usize {
     152064
@@ -289,6 +290,15 @@ impl Qwen2VlConfig {
         Ok(config)
     }
 
+    /// Reads and checks `config.json` of a model folder on disk or in memory.
+    pub fn from_model_files(files: &ModelFiles) -> Result<Self, FileError> {
+        let config: Self = files.read_json("config.json")?;
+        config
+            .validate()
+            .map_err(|(key, message)| FileError::key(&files.path("config.json"), key, message))?;
+        Ok(config)
+    }
+
     /// Checks the relations between fields that the model relies on.
     /// Returns the offending key and a message.
     pub fn validate(&self) -> Result<(), (String, String)> {
@@ -475,6 +485,15 @@ impl GenerationConfig {
     pub fn from_file_or_default(path: &Path) -> Result<Self, FileError> {
         if path.exists() {
             read_json_file(path)
+        } else {
+            Ok(Self::default())
+        }
+    }
+
+    /// Reads `generation_config.json` of a model folder; a missing file gives the default.
+    pub fn from_model_files(files: &ModelFiles) -> Result<Self, FileError> {
+        if files.exists("generation_config.json") {
+            files.read_json("generation_config.json")
         } else {
             Ok(Self::default())
         }

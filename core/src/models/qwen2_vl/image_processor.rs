@@ -321,6 +321,11 @@ impl ImageProcessorConfig {
         })
     }
 
+    /// Parses the text of a `preprocessor_config.json`.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     /// The resize factor `patch_size * merge_size` (28 for Qwen2-VL).
     pub fn factor(&self) -> usize {
         self.patch_size * self.merge_size

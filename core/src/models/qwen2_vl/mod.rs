@@ -33,6 +33,7 @@ use self::text::{AttentionInputs, KvCache, TextModel};
 use self::vision::VisionTower;
 use crate::io::FileError;
 use crate::models::checkpoint::CheckpointReader;
+use crate::models::files::ModelFiles;
 use crate::models::layers::{WeightLoader, tensor_from_vec};
 
 /// Additive mask value for disallowed attention (finite so fully masked rows stay finite).
@@ -79,14 +80,22 @@ pub enum LoadModelError {
 impl Qwen2Vl {
     /// Loads a model folder in Hugging Face layout onto `device`, in f32 or f16.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, LoadModelError> {
-        if !dir.is_dir() {
-            return Err(LoadModelError::MissingDir(dir.to_path_buf()));
+        Self::load_files(&ModelFiles::Dir(dir.to_path_buf()), device, dtype)
+    }
+
+    /// Loads a model folder held on disk or in memory (the browser page) onto `device`.
+    pub fn load_files(
+        files: &ModelFiles,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, LoadModelError> {
+        if !files.is_present() {
+            return Err(LoadModelError::MissingDir(files.root()));
         }
-        let config = Qwen2VlConfig::from_file(&dir.join("config.json"))?;
-        let processor = Qwen2VlProcessor::from_model_dir(dir, &config)?;
-        let generation =
-            GenerationConfig::from_file_or_default(&dir.join("generation_config.json"))?;
-        let reader = CheckpointReader::open_dir(dir)?;
+        let config = Qwen2VlConfig::from_model_files(files)?;
+        let processor = Qwen2VlProcessor::from_model_files(files, &config)?;
+        let generation = GenerationConfig::from_model_files(files)?;
+        let reader = CheckpointReader::open(files)?;
         let mut loader = WeightLoader::new(&reader, device, dtype);
         let vision = if config.is_text_only() {
             None
@@ -99,7 +108,7 @@ impl Qwen2Vl {
             config,
             processor,
             generation,
-            dir: dir.to_path_buf(),
+            dir: files.root(),
             device: device.clone(),
             dtype,
         })

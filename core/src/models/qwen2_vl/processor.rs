@@ -13,6 +13,7 @@ use super::config::Qwen2VlConfig;
 use super::image_processor::{ImageProcessorConfig, ProcessedImage};
 use crate::data::conversation::{Conversation, IMAGE_PLACEHOLDER, Role};
 use crate::io::FileError;
+use crate::models::files::ModelFiles;
 
 /// System prompt the Qwen2-VL template inserts when a conversation has none.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -108,11 +109,25 @@ pub struct Qwen2VlProcessor {
 impl Qwen2VlProcessor {
     /// Loads `tokenizer.json` and `preprocessor_config.json` from a model folder.
     pub fn from_model_dir(dir: &Path, config: &Qwen2VlConfig) -> Result<Self, FileError> {
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer = load_tokenizer(&tok_path)?;
-        let pp = dir.join("preprocessor_config.json");
-        let image_config = if pp.exists() {
-            ImageProcessorConfig::from_file(&pp).map_err(|e| FileError::new(&pp, e.to_string()))?
+        Self::from_model_files(&ModelFiles::Dir(dir.to_path_buf()), config)
+    }
+
+    /// Loads `tokenizer.json` and `preprocessor_config.json` from a model folder on disk or
+    /// in memory.
+    pub fn from_model_files(files: &ModelFiles, config: &Qwen2VlConfig) -> Result<Self, FileError> {
+        let tok_path = files.path("tokenizer.json");
+        if !files.exists("tokenizer.json") {
+            return Err(FileError::new(
+                &tok_path,
+                "missing tokenizer.json in the model folder",
+            ));
+        }
+        let tokenizer = Tokenizer::from_bytes(files.read("tokenizer.json")?)
+            .map_err(|e| FileError::new(&tok_path, format!("invalid tokenizer: {e}")))?;
+        let image_config = if files.exists("preprocessor_config.json") {
+            let pp = files.path("preprocessor_config.json");
+            ImageProcessorConfig::from_json(&files.read_text("preprocessor_config.json")?)
+                .map_err(|e| FileError::new(&pp, format!("invalid image processor config: {e}")))?
         } else {
             ImageProcessorConfig::default()
         };
