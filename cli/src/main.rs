@@ -187,7 +187,8 @@ enum Command {
     },
     /// Score benchmark predictions with the paper's metrics (no model needed).
     Score {
-        /// VQA_RAD, SLAKE, PathVQA, PMC-VQA, Food101, FoodSeg103, Nutrition5K or Recipe1M.
+        /// VQA_RAD, SLAKE, PathVQA, PMC-VQA, Food101, FoodSeg103, Nutrition5K or Recipe1M, or
+        /// a custom task file (.yaml).
         #[arg(long)]
         task: String,
         /// JSONL rows with the benchmark fields and `pred`.
@@ -231,6 +232,12 @@ enum Command {
         /// Nutrition5K).
         #[arg(long)]
         max_new_tokens: Option<usize>,
+        /// Smallest image area in pixels (default: the paper's 224·224).
+        #[arg(long)]
+        min_pixels: Option<usize>,
+        /// Largest image area in pixels (default: the paper's 1280·28·28).
+        #[arg(long)]
+        max_pixels: Option<usize>,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -490,6 +497,27 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             out,
             metric,
         } => {
+            #[cfg(feature = "benchmark-files")]
+            if task.ends_with(".yaml") || task.ends_with(".yml") {
+                // A custom task file: scored by its own metric, as `adamllm eval` does.
+                if metric != "paper" {
+                    bail!("--metric {metric:?}: a custom task file is scored by its own metric");
+                }
+                let eval_task = EvalTask::from_arg(&task)?;
+                let rows: Vec<serde_json::Value> =
+                    adamllm::eval::predictions_file::read_prediction_rows(&predictions)?
+                        .into_iter()
+                        .map(|(_, row)| row)
+                        .collect();
+                let score = eval_task
+                    .score(&rows)
+                    .map_err(|message| anyhow::anyhow!("{}: {message}", predictions.display()))?;
+                if let Some(out) = out {
+                    write_json_atomic(&out, &score)?;
+                }
+                println!("{}", serde_json::to_string(&score)?);
+                return Ok(());
+            }
             let task: adamllm::eval::BenchmarkTask = task.parse()?;
             if metric == "paper" {
                 // Printed from the TaskScore itself so the keys keep their documented order.
@@ -521,6 +549,8 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             batch_size,
             limit,
             max_new_tokens,
+            min_pixels,
+            max_pixels,
             device,
         } => eval_command(
             &model,
@@ -532,7 +562,12 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
                 batch_size,
                 limit,
                 max_new_tokens,
-                pixels: None,
+                pixels: (min_pixels.is_some() || max_pixels.is_some()).then(|| {
+                    (
+                        min_pixels.unwrap_or(adamllm::eval::runner::EVAL_MIN_PIXELS),
+                        max_pixels.unwrap_or(adamllm::eval::runner::EVAL_MAX_PIXELS),
+                    )
+                }),
             },
             &device,
         )?,
