@@ -122,7 +122,7 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// tiny (~0.2M parameters) or small (~56M).
+        /// tiny (~0.2M parameters), small (~56M) or qwen2vl-2b (Qwen2-VL-2B shapes, ~2.2B, bf16).
         #[arg(long, default_value = "tiny")]
         preset: Preset,
         /// Seed of the random weights.

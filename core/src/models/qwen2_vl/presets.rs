@@ -25,6 +25,9 @@ pub enum Preset {
     Tiny,
     /// ~56M parameters: a laptop-sized model for benchmarks.
     Small,
+    /// The shapes of Qwen2-VL-2B-Instruct (~2.2B parameters, 151,936-row vocabulary) with the
+    /// built-in tokenizer and random weights: memory and speed at the paper's model size.
+    Qwen2Vl2b,
 }
 
 impl std::str::FromStr for Preset {
@@ -33,7 +36,10 @@ impl std::str::FromStr for Preset {
         match s {
             "tiny" => Ok(Self::Tiny),
             "small" => Ok(Self::Small),
-            other => Err(format!("unknown preset {other:?}; expected tiny or small")),
+            "qwen2vl-2b" => Ok(Self::Qwen2Vl2b),
+            other => Err(format!(
+                "unknown preset {other:?}; expected tiny, small or qwen2vl-2b"
+            )),
         }
     }
 }
@@ -52,18 +58,24 @@ fn token_id(tok: &Tokenizer, name: &str) -> u32 {
 pub fn preset_pixels(preset: Preset) -> (usize, usize) {
     match preset {
         Preset::Tiny => (56 * 56, 28 * 28 * 16),
-        Preset::Small => (56 * 56, 28 * 28 * 64),
+        Preset::Small | Preset::Qwen2Vl2b => (56 * 56, 28 * 28 * 64),
     }
 }
 
 /// The config of a preset, with token ids taken from the embedded tokenizer.
 pub fn preset_config(preset: Preset) -> Qwen2VlConfig {
     let tok = tiny_tokenizer();
-    let vocab = tok.get_vocab_size(true).div_ceil(64) * 64;
+    let vocab = match preset {
+        // Qwen2-VL-2B's embedding table (the built-in tokenizer uses its first ids only).
+        Preset::Qwen2Vl2b => 151_936,
+        _ => tok.get_vocab_size(true).div_ceil(64) * 64,
+    };
     let (hidden, layers, heads, kv, inter, section, v_embed, v_depth, v_heads, max_pos) =
         match preset {
             Preset::Tiny => (64, 2, 4, 2, 176, vec![4, 2, 2], 32, 2, 2, 4096),
             Preset::Small => (512, 12, 8, 4, 1536, vec![8, 12, 12], 384, 8, 6, 8192),
+            // Qwen2-VL-2B-Instruct's config.json.
+            Preset::Qwen2Vl2b => (1536, 28, 12, 2, 8960, vec![16, 24, 24], 1280, 32, 16, 32768),
         };
     let vision_config = VisionConfig {
         depth: v_depth,
@@ -82,7 +94,11 @@ pub fn preset_config(preset: Preset) -> Qwen2VlConfig {
     cfg.num_attention_heads = heads;
     cfg.num_key_value_heads = Some(kv);
     cfg.max_position_embeddings = max_pos;
-    cfg.rope_theta = 10000.0;
+    cfg.rope_theta = if preset == Preset::Qwen2Vl2b {
+        1_000_000.0
+    } else {
+        10000.0
+    };
     cfg.tie_word_embeddings = true;
     cfg.rms_norm_eps = 1e-6;
     cfg.rope_scaling = Some(RopeScaling {
@@ -182,7 +198,43 @@ pub fn init_model_dir(
     let cfg = preset_config(preset);
     let (min_pixels, max_pixels) = preset_pixels(preset);
     let weights = random_weights(&cfg, seed);
-    write_safetensors(&out.join(SINGLE_FILE), &weights, StorageDtype::F32)?;
+    // The 2B shape is stored as its release is (bf16: 4.4 GB instead of 8.8 GB).
+    let storage = if preset == Preset::Qwen2Vl2b {
+        StorageDtype::Bf16
+    } else {
+        StorageDtype::F32
+    };
+    write_safetensors(&out.join(SINGLE_FILE), &weights, storage)?;
     write_model_files(out, &cfg, min_pixels, max_pixels)?;
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::qwen2_vl::weights::parameter_count;
+
+    #[test]
+    fn presets_parse_validate_and_have_their_sizes() {
+        for (name, preset) in [
+            ("tiny", Preset::Tiny),
+            ("small", Preset::Small),
+            ("qwen2vl-2b", Preset::Qwen2Vl2b),
+        ] {
+            assert_eq!(name.parse::<Preset>().unwrap(), preset);
+            preset_config(preset).validate().unwrap();
+        }
+        assert!(
+            "large"
+                .parse::<Preset>()
+                .unwrap_err()
+                .contains("qwen2vl-2b")
+        );
+        assert_eq!(parameter_count(&preset_config(Preset::Tiny)), 221_440);
+        // Qwen2-VL-2B-Instruct's safetensors hold 2,208,985,600 values (tied LM head).
+        assert_eq!(
+            parameter_count(&preset_config(Preset::Qwen2Vl2b)),
+            2_208_985_600
+        );
+    }
 }
