@@ -139,6 +139,15 @@ pub fn peak_rss_mib() -> f64 {
     adamllm::train::trainer::peak_rss_mib().unwrap_or(0.0)
 }
 
+/// Resets the process's peak-memory mark (`VmHWM`) to its current resident size (Linux:
+/// `/proc/self/clear_refs` ← 5), so a later [`peak_rss_mib`] leaves out what came before:
+/// the train benchmark calls it after writing its random model folder, so its peak counts
+/// loading and training as the PyTorch script's does, not the folder's generation.
+/// Elsewhere it does nothing.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

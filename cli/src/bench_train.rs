@@ -85,6 +85,9 @@ fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) ->
     let preset: Preset = preset_name.parse().map_err(anyhow::Error::msg)?;
     let tmp = tempfile::tempdir()?;
     let cfg = init_model_dir(tmp.path(), preset, 0, true)?;
+    // The peak should cover loading and training (as bench/torch_train.py's does), not the
+    // generation of the random weights that the PyTorch side reads from disk.
+    crate::bench::reset_peak_rss();
     let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
     let selected = select_device(choice)?;
     let mut model = Qwen2Vl::load(tmp.path(), &selected.device.clone().autodiff(), DType::F32)?;
