@@ -562,12 +562,7 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
                 batch_size,
                 limit,
                 max_new_tokens,
-                pixels: (min_pixels.is_some() || max_pixels.is_some()).then(|| {
-                    (
-                        min_pixels.unwrap_or(adamllm::eval::runner::EVAL_MIN_PIXELS),
-                        max_pixels.unwrap_or(adamllm::eval::runner::EVAL_MAX_PIXELS),
-                    )
-                }),
+                pixels: EvalOptions::pixel_bounds(min_pixels, max_pixels),
             },
             &device,
         )?,

@@ -17,8 +17,7 @@ use adamllm::eval::benchmark::{
 };
 use adamllm::eval::custom_task::{CustomTask, EvalTask};
 use adamllm::eval::runner::{
-    EVAL_MAX_PIXELS, EVAL_MIN_PIXELS, EvalOptions, eval_max_new_tokens, predict_rows,
-    result_scores, results_record,
+    EvalOptions, eval_max_new_tokens, predict_rows, result_scores, results_record,
 };
 use adamllm::io::{json_text, jsonl_text};
 use adamllm::models::checkpoint::CheckpointReader;
@@ -174,12 +173,7 @@ impl EvalSettings {
             batch_size: self.batch_size.unwrap_or(1).max(1),
             limit: self.limit,
             max_new_tokens: self.max_new_tokens,
-            pixels: (self.min_pixels.is_some() || self.max_pixels.is_some()).then(|| {
-                (
-                    self.min_pixels.unwrap_or(EVAL_MIN_PIXELS),
-                    self.max_pixels.unwrap_or(EVAL_MAX_PIXELS),
-                )
-            }),
+            pixels: EvalOptions::pixel_bounds(self.min_pixels, self.max_pixels),
         }
     }
 }

@@ -68,6 +68,19 @@ pub struct EvalOptions {
     pub pixels: Option<(usize, usize)>,
 }
 
+impl EvalOptions {
+    /// The `pixels` bounds from optional `--min-pixels` / `--max-pixels`: `None` when neither
+    /// is given (the paper's bounds), else the given ones with the paper's for the other.
+    pub fn pixel_bounds(min: Option<usize>, max: Option<usize>) -> Option<(usize, usize)> {
+        (min.is_some() || max.is_some()).then(|| {
+            (
+                min.unwrap_or(EVAL_MIN_PIXELS),
+                max.unwrap_or(EVAL_MAX_PIXELS),
+            )
+        })
+    }
+}
+
 impl Default for EvalOptions {
     fn default() -> Self {
         Self {

@@ -115,15 +115,7 @@ impl Qwen2VlProcessor {
     /// Loads `tokenizer.json` and `preprocessor_config.json` from a model folder on disk or
     /// in memory.
     pub fn from_model_files(files: &ModelFiles, config: &Qwen2VlConfig) -> Result<Self, FileError> {
-        let tok_path = files.path("tokenizer.json");
-        if !files.exists("tokenizer.json") {
-            return Err(FileError::new(
-                &tok_path,
-                "missing tokenizer.json in the model folder",
-            ));
-        }
-        let tokenizer = Tokenizer::from_bytes(files.read("tokenizer.json")?)
-            .map_err(|e| FileError::new(&tok_path, format!("invalid tokenizer: {e}")))?;
+        let tokenizer = tokenizer_from_files(files, "tokenizer.json")?;
         let image_config = if files.exists("preprocessor_config.json") {
             let pp = files.path("preprocessor_config.json");
             ImageProcessorConfig::from_json(&files.read_text("preprocessor_config.json")?)
@@ -308,13 +300,25 @@ impl Qwen2VlProcessor {
 
 /// Loads a `tokenizer.json`, naming the file on failure.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, FileError> {
-    if !path.exists() {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("tokenizer.json");
+    tokenizer_from_files(&ModelFiles::Dir(dir), name)
+}
+
+/// Reads the tokenizer file `name` of a model folder on disk or in memory.
+fn tokenizer_from_files(files: &ModelFiles, name: &str) -> Result<Tokenizer, FileError> {
+    let path = files.path(name);
+    if !files.exists(name) {
         return Err(FileError::new(
-            path,
+            &path,
             "missing tokenizer.json in the model folder",
         ));
     }
-    Tokenizer::from_file(path).map_err(|e| FileError::new(path, format!("invalid tokenizer: {e}")))
+    Tokenizer::from_bytes(files.read(name)?)
+        .map_err(|e| FileError::new(&path, format!("invalid tokenizer: {e}")))
 }
 
 /// Resolves image paths of a conversation against a base folder.
