@@ -195,12 +195,7 @@ pub fn read_benchmark(
         let bytes = std::fs::read(path).map_err(io_error)?;
         read_jsonl(path, &bytes, options)?
     };
-    if rows.is_empty() {
-        return Err(BenchmarkError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(rows)
+    non_empty(path, rows)
 }
 
 /// Reads a benchmark held in memory (the browser page: a picked file), JSON Lines or parquet
@@ -215,6 +210,11 @@ pub fn read_benchmark_bytes(
     } else {
         read_jsonl(path, &bytes, options)?
     };
+    non_empty(path, rows)
+}
+
+/// The rows, or [`BenchmarkError::Empty`] when there are none.
+fn non_empty(path: &Path, rows: Vec<BenchmarkRow>) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
     if rows.is_empty() {
         return Err(BenchmarkError::Empty {
             path: path.to_path_buf(),

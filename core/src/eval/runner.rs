@@ -231,13 +231,7 @@ pub fn run_eval(
     opts: &EvalOptions,
     on_progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalSummary, EvalError> {
-    let count = opts.limit.map_or(rows.len(), |limit| limit.min(rows.len()));
-    let targets = &rows[..count];
-    if targets.is_empty() {
-        return Err(EvalError::NoRows);
-    }
-    // Bad labels or missing fields should fail now, not after hours of generation.
-    check_rows_scorable(task, targets)?;
+    let targets = eval_targets(task, rows, opts)?;
 
     std::fs::create_dir_all(out_dir).map_err(|error| FileError::io(out_dir, error))?;
     let max_new_tokens = eval_max_new_tokens(task, opts);
@@ -344,18 +338,29 @@ pub fn run_eval(
     Ok(summary)
 }
 
-/// Checks that `rows` can be scored for `task` (labels, fields) before anything is generated.
-pub fn check_rows_scorable(task: &EvalTask, rows: &[BenchmarkRow]) -> Result<(), EvalError> {
-    let blank_predictions: Vec<Value> = rows
+/// The rows an evaluation answers (the first `opts.limit` ones), checked before anything is
+/// generated: there is at least one, and they can be scored for `task` (labels, fields), so
+/// bad rows fail now rather than after hours of generation.
+pub fn eval_targets<'a>(
+    task: &EvalTask,
+    rows: &'a [BenchmarkRow],
+    opts: &EvalOptions,
+) -> Result<&'a [BenchmarkRow], EvalError> {
+    let count = opts.limit.map_or(rows.len(), |limit| limit.min(rows.len()));
+    let targets = &rows[..count];
+    if targets.is_empty() {
+        return Err(EvalError::NoRows);
+    }
+    let blank_predictions: Vec<Value> = targets
         .iter()
         .map(|row| Value::Object(prediction_record(row, "")))
         .collect();
     task.score(&blank_predictions)
-        .map(|_| ())
         .map_err(|message| EvalError::InvalidRows {
             task: task.name().to_owned(),
             message,
-        })
+        })?;
+    Ok(targets)
 }
 
 /// The image settings of an evaluation: the paper's, or `opts.pixels` when set.
@@ -393,12 +398,7 @@ pub async fn predict_rows(
     opts: &EvalOptions,
     on_progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Predictions, EvalError> {
-    let count = opts.limit.map_or(rows.len(), |limit| limit.min(rows.len()));
-    let targets = &rows[..count];
-    if targets.is_empty() {
-        return Err(EvalError::NoRows);
-    }
-    check_rows_scorable(task, targets)?;
+    let targets = eval_targets(task, rows, opts)?;
     let max_new_tokens = eval_max_new_tokens(task, opts);
     let image_config = eval_image_config_for(model, opts);
     let mut predictions = Vec::with_capacity(targets.len());
