@@ -79,6 +79,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         max_new_tokens: usize,
     },
+    /// Each fused op (RMSNorm, rotary embedding, chunked cross-entropy) against its composite
+    /// tensor-op version: median milliseconds forward and forward + backward, on the shapes of
+    /// the presets (`tokens` rows).
+    Kernels {
+        /// Presets whose shapes to use (comma-separated): tiny, small, qwen2vl-2b.
+        #[arg(long, default_value = "tiny,small")]
+        presets: String,
+        /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
+        #[arg(long, default_value = "cpu,wgpu")]
+        devices: String,
+        /// Token rows per op (batch × sequence length).
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+        /// Timed repeats (median reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
     /// Training tokens/s and peak memory of the presets, full fine-tuning and LoRA. Each
     /// configuration runs in its own process so its peak memory is its own. The workload
     /// matches `bench/torch_train.py`: random text-only sequences, every token supervised,
@@ -94,6 +111,9 @@ pub enum BenchCommand {
         /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
         #[arg(long, default_value = "cpu,wgpu")]
         devices: String,
+        /// Fused ops (`adamllm::kernels`) on, off, or both (comma-separated) to compare.
+        #[arg(long, default_value = "on")]
+        fused_ops: String,
         /// Sequences per step.
         #[arg(long, default_value_t = 4)]
         batch: usize,
@@ -156,6 +176,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs a bench subcommand.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Kernels {
+            presets,
+            devices,
+            tokens,
+            repeats,
+        } => crate::bench_kernels::bench_kernels(&presets, &devices, tokens, repeats)?,
         BenchCommand::Eval {
             presets,
             devices,
@@ -174,6 +200,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             presets,
             modes,
             devices,
+            fused_ops,
             batch,
             seq_len,
             warmup,
@@ -188,17 +215,30 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 warmup,
                 steps,
             };
+            let fused = |v: &str| -> Result<bool> {
+                match v.trim() {
+                    "on" => Ok(true),
+                    "off" => Ok(false),
+                    other => anyhow::bail!("--fused-ops: expected on or off, got {other:?}"),
+                }
+            };
             if let Some(total) = soak {
+                adamllm::kernels::set_fused_ops(fused(&fused_ops)?);
                 return crate::bench_train::soak(
                     &presets, &modes, &devices, shape, total, soak_every,
                 );
             }
             if single {
-                let row = crate::bench_train::single(&presets, &modes, &devices, shape)?;
+                let on = fused(&fused_ops)?;
+                adamllm::kernels::set_fused_ops(on);
+                let row = crate::bench_train::single(&presets, &modes, &devices, shape, on)?;
                 println!("{}", serde_json::to_string(&row)?);
                 return Ok(());
             }
-            crate::bench_train::all(&presets, &modes, &devices, shape)?;
+            for v in fused_ops.split(',') {
+                fused(v)?;
+            }
+            crate::bench_train::all(&presets, &modes, &devices, &fused_ops, shape)?;
         }
         BenchCommand::Forward {
             presets,

@@ -47,6 +47,9 @@ pub struct TrainRow {
     tokens_per_s: f64,
     step_ms: f64,
     peak_rss_mib: f64,
+    /// Whether the fused ops ran (absent in PyTorch rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fused_ops: Option<bool>,
 }
 
 fn recipe_for(mode: &str) -> Result<TrainRecipe> {
@@ -145,7 +148,13 @@ fn step(
 }
 
 /// Runs one configuration in this process.
-pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Result<TrainRow> {
+pub fn single(
+    preset: &str,
+    mode: &str,
+    device: &str,
+    shape: TrainShape,
+    fused_ops: bool,
+) -> Result<TrainRow> {
     let Workload {
         mut model,
         batch,
@@ -184,16 +193,27 @@ pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Resu
         tokens_per_s: (shape.batch * shape.seq_len * shape.steps) as f64 / seconds,
         step_ms: seconds * 1e3 / shape.steps as f64,
         peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
+        fused_ops: Some(fused_ops),
     })
 }
 
 /// Runs every configuration, each in a child process, and prints a table.
-pub fn all(presets: &str, modes: &str, devices: &str, shape: TrainShape) -> Result<()> {
+pub fn all(
+    presets: &str,
+    modes: &str,
+    devices: &str,
+    fused_ops: &str,
+    shape: TrainShape,
+) -> Result<()> {
     let exe = std::env::current_exe()?;
     let mut rows: Vec<TrainRow> = Vec::new();
     for preset in presets.split(',').map(str::trim) {
         for device in devices.split(',').map(str::trim) {
-            for mode in modes.split(',').map(str::trim) {
+            for (mode, fused) in modes
+                .split(',')
+                .map(str::trim)
+                .flat_map(|m| fused_ops.split(',').map(move |f| (m, f.trim())))
+            {
                 let out = Command::new(&exe)
                     .args([
                         "bench",
@@ -205,6 +225,7 @@ pub fn all(presets: &str, modes: &str, devices: &str, shape: TrainShape) -> Resu
                         mode,
                     ])
                     .args(["--devices", device])
+                    .args(["--fused-ops", fused])
                     .args(["--batch", &shape.batch.to_string()])
                     .args(["--seq-len", &shape.seq_len.to_string()])
                     .args(["--warmup", &shape.warmup.to_string()])
@@ -213,7 +234,7 @@ pub fn all(presets: &str, modes: &str, devices: &str, shape: TrainShape) -> Resu
                     .context("running a benchmark child process")?;
                 if !out.status.success() {
                     bail!(
-                        "{preset}/{mode}/{device}: {}",
+                        "{preset}/{mode}/{device}/fused {fused}: {}",
                         String::from_utf8_lossy(&out.stderr)
                     );
                 }
@@ -226,15 +247,28 @@ pub fn all(presets: &str, modes: &str, devices: &str, shape: TrainShape) -> Resu
         }
     }
     eprintln!(
-        "\n{:<6} {:<5} {:<6} {:>11} {:>11} {:>10} {:>9} {:>9}",
-        "preset", "mode", "device", "params", "trainable", "tokens/s", "step ms", "peak MiB"
+        "\n{:<6} {:<5} {:<6} {:<5} {:>11} {:>11} {:>10} {:>9} {:>9}",
+        "preset",
+        "mode",
+        "device",
+        "fused",
+        "params",
+        "trainable",
+        "tokens/s",
+        "step ms",
+        "peak MiB"
     );
     for r in &rows {
         eprintln!(
-            "{:<6} {:<5} {:<6} {:>11} {:>11} {:>10.1} {:>9.1} {:>9.0}",
+            "{:<6} {:<5} {:<6} {:<5} {:>11} {:>11} {:>10.1} {:>9.1} {:>9.0}",
             r.preset,
             r.mode,
             r.device,
+            match r.fused_ops {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "-",
+            },
             r.parameters,
             r.trainable_params,
             r.tokens_per_s,

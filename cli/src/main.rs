@@ -2,6 +2,7 @@
 //! computation lives in the core library that the web page also uses.
 
 mod bench;
+mod bench_kernels;
 mod bench_synth;
 mod bench_train;
 mod demo_cmd;

@@ -17,6 +17,7 @@ pub mod device;
 pub mod eval;
 pub mod generation;
 pub mod io;
+pub mod kernels;
 pub mod loss;
 pub mod models;
 pub mod synth;

@@ -243,8 +243,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Normalizes the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
-        (x / rms) * self.weight.val().unsqueeze()
+        crate::kernels::rms_norm(x, self.weight.val(), self.eps)
     }
 }
 
@@ -290,9 +289,10 @@ pub fn rotate_half<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::cat(vec![x2.neg(), x1], D - 1)
 }
 
-/// Rotary embedding in rotate-half form: `x·cos + rotate_half(x)·sin`.
+/// Rotary embedding in rotate-half form: `x·cos + rotate_half(x)·sin` (the fused kernel on the
+/// wgpu path, see [`crate::kernels::rotary`]).
 pub fn apply_rotary<const D: usize>(x: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) -> Tensor<D> {
-    x.clone() * cos + rotate_half(x) * sin
+    crate::kernels::rotary(x, cos, sin)
 }
 
 #[cfg(test)]

@@ -366,7 +366,8 @@ impl Qwen2Vl {
 
     /// Summed cross-entropy over supervised tokens and their count, with transformers'
     /// shift (position t predicts label t+1). The LM head runs only on supervised positions,
-    /// so the `[tokens × vocab]` logits of a whole batch are never built.
+    /// a chunk of them at a time ([`crate::kernels::linear_cross_entropy_sum`]), so neither the
+    /// `[tokens × vocab]` logits of a whole batch nor those of all supervised tokens are built.
     pub fn loss_sum(
         &self,
         batch: &TokenBatch,
@@ -392,10 +393,16 @@ impl Qwen2Vl {
         let hidden = out.hidden.reshape([b * l, self.config.hidden_size]);
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &self.device);
         let picked = hidden.select(0, rows);
-        let logits = self.model.text.logits(picked);
-        let log_probs = burn::tensor::activation::log_softmax(logits, 1);
-        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &self.device);
-        let nll = log_probs.gather(1, targets).neg();
-        Ok((nll.sum().reshape([1]), n))
+        let sum = match self.model.text.head_weight() {
+            Some(weight) => crate::kernels::linear_cross_entropy_sum(picked, weight, &targets),
+            None => {
+                let logits = self.model.text.logits(picked);
+                let log_probs = burn::tensor::activation::log_softmax(logits, 1);
+                let targets =
+                    Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &self.device);
+                log_probs.gather(1, targets).neg().sum().reshape([1])
+            }
+        };
+        Ok((sum, n))
     }
 }

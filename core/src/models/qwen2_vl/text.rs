@@ -299,6 +299,16 @@ impl TextModel {
     }
 
     /// Projects hidden states to vocabulary logits.
+    /// The LM head as a plain `[hidden, vocab]` weight (tied: the embedding table transposed),
+    /// or `None` when it has a bias or an adapter. The chunked cross-entropy multiplies by it.
+    pub fn head_weight(&self) -> Option<Tensor<2>> {
+        match &self.lm_head {
+            Some(head) if head.bias.is_none() && head.lora.is_none() => Some(head.weight.val()),
+            Some(_) => None,
+            None => Some(self.embed_tokens.val().transpose()),
+        }
+    }
+
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),

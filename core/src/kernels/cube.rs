@@ -1,0 +1,240 @@
+//! The WGSL kernels of `shaders/` on burn's Cube backend (wgpu: Vulkan, Metal, DX12, WebGPU).
+//!
+//! Each kernel binds its tensors in the order its `.wgsl` file declares them, then its u32
+//! parameters as cubecl's metadata uniform (the last binding, `info`: `array<vec4<u32>, K>`),
+//! which cubecl caches by content, so a repeated launch uploads nothing. f32 only: other dtypes
+//! take the composite ops.
+
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::backend::{DType, Shape};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
+use burn::cubecl::{CubeCount, CubeDim};
+
+use super::FusedOps;
+use super::composite;
+
+/// Threads per workgroup of the row-per-workgroup and element-wise kernels
+/// (`@workgroup_size(256)`).
+const THREADS: u32 = 256;
+/// Rows per workgroup of the row-per-invocation kernels (`@workgroup_size(64)`).
+const NARROW_ROWS: u32 = 64;
+/// Rows of at most this many channels take the row-per-invocation RMSNorm kernels; wider rows
+/// take one workgroup per row. Barriers are what CPU Vulkan drivers (lavapipe) pay most for: there
+/// the row-per-invocation form was 1.3–1.9× faster than the composite ops at 64 and 512
+/// channels, where the workgroup form was 0.25–0.8× (`adamllm bench kernels`, BENCHMARKS.md).
+/// Tuned on lavapipe only: no GPU was at hand to tune the crossover on one.
+pub(super) const NARROW_COLS: usize = 1024;
+/// WebGPU's guaranteed limit on workgroups along one dispatch dimension.
+const MAX_GROUPS_PER_DIM: u32 = 65_535;
+
+macro_rules! wgsl_kernel {
+    ($name:ident, $file:literal) => {
+        #[doc = concat!("`shaders/", $file, "`.")]
+        struct $name;
+
+        impl KernelSource for $name {
+            fn source(&self) -> SourceTemplate {
+                SourceTemplate::new(include_str!(concat!("../../../shaders/", $file)))
+            }
+
+            fn id(&self) -> KernelId {
+                KernelId::new::<Self>()
+            }
+
+            fn lang(&self) -> &'static str {
+                "wgsl"
+            }
+        }
+    };
+}
+
+wgsl_kernel!(RmsNormKernel, "rms_norm.wgsl");
+wgsl_kernel!(RmsNormBackwardKernel, "rms_norm_backward.wgsl");
+wgsl_kernel!(RotaryKernel, "rotary.wgsl");
+wgsl_kernel!(RmsNormNarrowKernel, "rms_norm_narrow.wgsl");
+wgsl_kernel!(RmsNormNarrowBackwardKernel, "rms_norm_narrow_backward.wgsl");
+
+/// Splits `groups` workgroups over x and y so neither exceeds the per-dimension limit.
+pub(super) fn grid(groups: usize) -> (u32, u32) {
+    let groups = groups.max(1) as u32;
+    let x = groups.min(MAX_GROUPS_PER_DIM);
+    (x, groups.div_ceil(x))
+}
+
+fn is_f32(tensors: &[&CubeTensor]) -> bool {
+    tensors.iter().all(|t| t.dtype == DType::F32)
+}
+
+/// An uninitialised contiguous f32 tensor on `like`'s device.
+fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let bytes = shape.num_elements() * std::mem::size_of::<f32>();
+    let handle = like.client.empty(bytes.max(4));
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        DType::F32,
+    )
+}
+
+/// `params` as cubecl metadata words: two u32 to a little-endian u64, padded to whole vec4s.
+pub(super) fn info_words(params: &[u32]) -> Vec<u64> {
+    let mut padded = params.to_vec();
+    padded.resize(params.len().div_ceil(4).max(1) * 4, 0);
+    padded
+        .chunks(2)
+        .map(|pair| u64::from(pair[0]) | (u64::from(pair[1]) << 32))
+        .collect()
+}
+
+/// Launches `kernel` over `groups` = (x, y) workgroups with `tensors` bound in order, then the
+/// `params` words as the uniform.
+fn launch<K: KernelSource>(
+    kernel: K,
+    threads: u32,
+    groups: (u32, u32),
+    tensors: &[&CubeTensor],
+    params: &[u32],
+) {
+    let client = &tensors[0].client;
+    let mut arguments = KernelArguments::new();
+    for tensor in tensors {
+        arguments = arguments.with_buffer(tensor.handle.clone().binding());
+    }
+    arguments = arguments.with_info(MetadataBindingInfo::custom(info_words(params)));
+    client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(threads))),
+        CubeCount::Static(groups.0, groups.1, 1),
+        arguments,
+    );
+}
+
+/// `(rows, cols)` of a tensor normalised over its last dimension.
+fn rows_cols(shape: &Shape) -> (usize, usize) {
+    let cols = shape[shape.num_dims() - 1];
+    (shape.num_elements() / cols.max(1), cols)
+}
+
+impl FusedOps for CubeBackend {
+    fn fused_rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
+        if !is_f32(&[&x, &weight]) {
+            return composite::rms_norm::<Self>(x, weight, eps);
+        }
+        let x = into_contiguous(x);
+        let weight = into_contiguous(weight);
+        let shape = x.meta.shape().clone();
+        let (rows, cols) = rows_cols(&shape);
+        let out = empty_like(&x, shape);
+        let tensors = [&x, &weight, &out];
+        if cols <= NARROW_COLS {
+            let groups = grid(rows.div_ceil(NARROW_ROWS as usize));
+            let params = [
+                rows as u32,
+                cols as u32,
+                (eps as f32).to_bits(),
+                groups.0 * NARROW_ROWS,
+            ];
+            launch(RmsNormNarrowKernel, NARROW_ROWS, groups, &tensors, &params);
+        } else {
+            let groups = grid(rows);
+            let params = [rows as u32, cols as u32, (eps as f32).to_bits(), groups.0];
+            launch(RmsNormKernel, THREADS, groups, &tensors, &params);
+        }
+        out
+    }
+
+    fn fused_rms_norm_backward(
+        x: CubeTensor,
+        weight: CubeTensor,
+        grad: CubeTensor,
+        eps: f64,
+    ) -> CubeTensor {
+        if !is_f32(&[&x, &weight, &grad]) {
+            return composite::rms_norm_input_grad::<Self>(x, weight, grad, eps);
+        }
+        let x = into_contiguous(x);
+        let weight = into_contiguous(weight);
+        let grad = into_contiguous(grad);
+        let shape = x.meta.shape().clone();
+        let (rows, cols) = rows_cols(&shape);
+        let out = empty_like(&x, shape);
+        let tensors = [&x, &weight, &grad, &out];
+        if cols <= NARROW_COLS {
+            let groups = grid(rows.div_ceil(NARROW_ROWS as usize));
+            let params = [
+                rows as u32,
+                cols as u32,
+                (eps as f32).to_bits(),
+                groups.0 * NARROW_ROWS,
+            ];
+            launch(
+                RmsNormNarrowBackwardKernel,
+                NARROW_ROWS,
+                groups,
+                &tensors,
+                &params,
+            );
+        } else {
+            let groups = grid(rows);
+            let params = [rows as u32, cols as u32, (eps as f32).to_bits(), groups.0];
+            launch(RmsNormBackwardKernel, THREADS, groups, &tensors, &params);
+        }
+        out
+    }
+
+    fn fused_rotary(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
+        if !is_f32(&[&x, &cos, &sin]) {
+            return composite::rotary::<Self>(x, cos, sin);
+        }
+        launch_rotary(x, cos, sin, false)
+    }
+
+    fn fused_rotary_backward(grad: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
+        if !is_f32(&[&grad, &cos, &sin]) {
+            return composite::rotary_input_grad::<Self>(grad, cos, sin);
+        }
+        launch_rotary(grad, cos, sin, true)
+    }
+}
+
+/// `shaders/rotary.wgsl` forward, or with `backward` its transpose.
+fn launch_rotary(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, backward: bool) -> CubeTensor {
+    // A storage-tiled buffer's strides order tiles, not rows: lay it out plainly first. A
+    // plain strided view (the usual transposed projection) is read in place.
+    let x = if x.meta.is_tiled() {
+        into_contiguous(x)
+    } else {
+        x
+    };
+    let cos = into_contiguous(cos);
+    let sin = into_contiguous(sin);
+    let shape = x.meta.shape().clone();
+    let strides = x.meta.strides().to_vec();
+    let total = shape.num_elements();
+    let out = empty_like(&x, shape.clone());
+    let (gx, gy) = grid(total.div_ceil(THREADS as usize));
+    let params = [
+        total as u32,
+        shape[1] as u32,
+        shape[2] as u32,
+        shape[3] as u32,
+        strides[0] as u32,
+        strides[1] as u32,
+        strides[2] as u32,
+        strides[3] as u32,
+        gx * THREADS,
+        u32::from(backward),
+    ];
+    launch(
+        RotaryKernel,
+        THREADS,
+        (gx, gy),
+        &[&x, &cos, &sin, &out],
+        &params,
+    );
+    out
+}

@@ -1,0 +1,64 @@
+// Fused RMSNorm backward with respect to the input, one workgroup per row.
+// With r = 1 / sqrt(mean(x^2) + eps) and g = dy * weight:
+//   dx[c] = r * g[c] - x[c] * r^3 * mean_c(g[c] * x[c])
+// Both row sums (x^2 and g*x) are reduced together in one pass over the row.
+// The weight's gradient, a sum over rows, is left to the caller.
+//
+// Bindings: x, weight, dy, dx, then the parameters.
+// Parameters: [rows, cols, bitcast<u32>(eps), workgroups along x].
+
+// Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and one
+// dispatch may not bind the same buffer read-only and writable at once.
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> weight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(4) var<uniform> info: array<vec4<u32>, 1>;
+
+// The launcher's u32 parameters, four to a vec4 (uniform arrays have a 16-byte stride).
+fn param(i: u32) -> u32 {
+    return info[i / 4u][i % 4u];
+}
+
+const THREADS: u32 = 256u;
+var<workgroup> partial: array<vec2<f32>, 256>;
+
+@compute @workgroup_size(256, 1, 1)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let rows = param(0u);
+    let cols = param(1u);
+    let eps = bitcast<f32>(param(2u));
+    let row = group.x + group.y * param(3u);
+    let in_range = row < rows;
+    let base = row * cols;
+
+    var sums = vec2<f32>(0.0, 0.0);
+    if (in_range) {
+        for (var c = lane; c < cols; c = c + THREADS) {
+            let v = x[base + c];
+            let g = dy[base + c] * weight[c];
+            sums = sums + vec2<f32>(v * v, g * v);
+        }
+    }
+    partial[lane] = sums;
+    workgroupBarrier();
+    for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
+        if (lane < stride) {
+            partial[lane] = partial[lane] + partial[lane + stride];
+        }
+        workgroupBarrier();
+    }
+    let n = f32(cols);
+    let inv_rms = inverseSqrt(partial[0].x / n + eps);
+    let projection = inv_rms * inv_rms * inv_rms * partial[0].y / n;
+
+    if (in_range) {
+        for (var c = lane; c < cols; c = c + THREADS) {
+            let g = dy[base + c] * weight[c];
+            dx[base + c] = inv_rms * g - x[base + c] * projection;
+        }
+    }
+}
