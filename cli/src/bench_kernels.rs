@@ -12,6 +12,8 @@ use adamllm::kernels::{
 use adamllm::models::layers::{tensor_from_vec, tensor_to_vec};
 use adamllm::models::qwen2_vl::presets::{Preset, preset_config};
 use anyhow::Result;
+
+use crate::bench::median;
 use serde::Serialize;
 
 /// One result line: one op, shape, device and direction, fused against composite.
@@ -45,11 +47,6 @@ fn input<const D: usize>(shape: [usize; D], seed: u32, device: &Device) -> Tenso
         device,
         DType::F32,
     )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Median milliseconds of `run` over `repeats` runs after one warm-up (shader compilation).

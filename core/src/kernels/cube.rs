@@ -126,24 +126,12 @@ impl FusedOps for CubeBackend {
         }
         let x = into_contiguous(x);
         let weight = into_contiguous(weight);
-        let shape = x.meta.shape().clone();
-        let (rows, cols) = rows_cols(&shape);
-        let out = empty_like(&x, shape);
-        let tensors = [&x, &weight, &out];
-        if cols <= NARROW_COLS {
-            let groups = grid(rows.div_ceil(NARROW_ROWS as usize));
-            let params = [
-                rows as u32,
-                cols as u32,
-                (eps as f32).to_bits(),
-                groups.0 * NARROW_ROWS,
-            ];
-            launch(RmsNormNarrowKernel, NARROW_ROWS, groups, &tensors, &params);
-        } else {
-            let groups = grid(rows);
-            let params = [rows as u32, cols as u32, (eps as f32).to_bits(), groups.0];
-            launch(RmsNormKernel, THREADS, groups, &tensors, &params);
-        }
+        let out = empty_like(&x, x.meta.shape().clone());
+        launch_rms_norm(
+            (RmsNormNarrowKernel, RmsNormKernel),
+            &[&x, &weight, &out],
+            eps,
+        );
         out
     }
 
@@ -159,30 +147,12 @@ impl FusedOps for CubeBackend {
         let x = into_contiguous(x);
         let weight = into_contiguous(weight);
         let grad = into_contiguous(grad);
-        let shape = x.meta.shape().clone();
-        let (rows, cols) = rows_cols(&shape);
-        let out = empty_like(&x, shape);
-        let tensors = [&x, &weight, &grad, &out];
-        if cols <= NARROW_COLS {
-            let groups = grid(rows.div_ceil(NARROW_ROWS as usize));
-            let params = [
-                rows as u32,
-                cols as u32,
-                (eps as f32).to_bits(),
-                groups.0 * NARROW_ROWS,
-            ];
-            launch(
-                RmsNormNarrowBackwardKernel,
-                NARROW_ROWS,
-                groups,
-                &tensors,
-                &params,
-            );
-        } else {
-            let groups = grid(rows);
-            let params = [rows as u32, cols as u32, (eps as f32).to_bits(), groups.0];
-            launch(RmsNormBackwardKernel, THREADS, groups, &tensors, &params);
-        }
+        let out = empty_like(&x, x.meta.shape().clone());
+        launch_rms_norm(
+            (RmsNormNarrowBackwardKernel, RmsNormBackwardKernel),
+            &[&x, &weight, &grad, &out],
+            eps,
+        );
         out
     }
 
@@ -198,6 +168,26 @@ impl FusedOps for CubeBackend {
             return composite::rotary_input_grad::<Self>(grad, cos, sin);
         }
         launch_rotary(grad, cos, sin, true)
+    }
+}
+
+/// Launches an RMSNorm kernel over the rows of `tensors[0]`: the row-per-invocation `kernels.0`
+/// for rows of at most [`NARROW_COLS`] channels, else the row-per-workgroup `kernels.1`.
+fn launch_rms_norm<N: KernelSource, W: KernelSource>(
+    kernels: (N, W),
+    tensors: &[&CubeTensor],
+    eps: f64,
+) {
+    let (rows, cols) = rows_cols(tensors[0].meta.shape());
+    let eps = (eps as f32).to_bits();
+    if cols <= NARROW_COLS {
+        let groups = grid(rows.div_ceil(NARROW_ROWS as usize));
+        let params = [rows as u32, cols as u32, eps, groups.0 * NARROW_ROWS];
+        launch(kernels.0, NARROW_ROWS, groups, tensors, &params);
+    } else {
+        let groups = grid(rows);
+        let params = [rows as u32, cols as u32, eps, groups.0];
+        launch(kernels.1, THREADS, groups, tensors, &params);
     }
 }
 
