@@ -49,18 +49,29 @@ fn input<const D: usize>(shape: [usize; D], seed: u32, device: &Device) -> Tenso
     )
 }
 
-/// Median milliseconds of `run` over `repeats` runs after one warm-up (shader compilation).
-fn time_ms(repeats: usize, mut run: impl FnMut()) -> f64 {
-    run();
-    median(
-        (0..repeats.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                run();
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    )
+/// Median milliseconds of the fused and the composite version, after one warm-up run of each
+/// (shader compilation). The repeats alternate between the two so that neither gets the warmer
+/// allocator or caches.
+fn time_pair_ms(repeats: usize, run: &dyn Fn(bool)) -> (f64, f64) {
+    let timed = |fused: bool| {
+        let t = Instant::now();
+        run(fused);
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    run(true);
+    run(false);
+    let (mut fused, mut composite) = (Vec::new(), Vec::new());
+    for i in 0..repeats.max(1) {
+        // Alternate which goes first as well.
+        if i % 2 == 0 {
+            fused.push(timed(true));
+            composite.push(timed(false));
+        } else {
+            composite.push(timed(false));
+            fused.push(timed(true));
+        }
+    }
+    (median(fused), median(composite))
 }
 
 /// The three ops on one device: `f(fused)` runs the fused or the composite version once and
@@ -224,8 +235,7 @@ pub fn bench_kernels(presets: &str, devices: &str, tokens: usize, repeats: usize
                     // The public entry points follow the process-wide switch: on for the fused
                     // timing (the composite calls ignore it).
                     set_fused_ops(true);
-                    let fused_ms = time_ms(repeats, || run(true));
-                    let composite_ms = time_ms(repeats, || run(false));
+                    let (fused_ms, composite_ms) = time_pair_ms(repeats, run.as_ref());
                     let row = KernelRow {
                         bench: "kernels",
                         op: case.op,

@@ -23,7 +23,7 @@ const THREADS: u32 = 256;
 const NARROW_ROWS: u32 = 64;
 /// Rows of at most this many channels take the row-per-invocation RMSNorm kernels; wider rows
 /// take one workgroup per row. Barriers are what CPU Vulkan drivers (lavapipe) pay most for: there
-/// the row-per-invocation form was 1.3–1.9× faster than the composite ops at 64 and 512
+/// the row-per-invocation form was 1.5–2.0× faster than the composite ops at 64 and 512
 /// channels, where the workgroup form was 0.25–0.8× (`adamllm bench kernels`, BENCHMARKS.md).
 /// Tuned on lavapipe only: no GPU was at hand to tune the crossover on one.
 pub(super) const NARROW_COLS: usize = 1024;
