@@ -1,3 +1,4 @@
+{{ enable_f16 }}
 // Fused RMSNorm forward, one workgroup per row (transformers `Qwen2RMSNorm`):
 //   y[r, c] = weight[c] * x[r, c] / sqrt(mean_c(x[r, c]^2) + eps)
 // The squares are summed by the workgroup's 256 threads, then reduced in shared memory, so a row is
@@ -6,11 +7,13 @@
 // Bindings (in the order the launcher passes them): x, weight, y, then the parameters.
 // Parameters: [rows, cols, bitcast<u32>(eps), workgroups along x].
 
+// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
+// `enable f16;` line); sums and the maths run in f32 either way.
 // Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and one
 // dispatch may not bind the same buffer read-only and writable at once.
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
+@group(0) @binding(1) var<storage, read_write> weight: array<{{ elem }}>;
+@group(0) @binding(2) var<storage, read_write> y: array<{{ elem }}>;
 @group(0) @binding(3) var<uniform> info: array<vec4<u32>, 1>;
 
 // The launcher's u32 parameters, four to a vec4 (uniform arrays have a 16-byte stride).
@@ -37,7 +40,7 @@ fn main(
     var sum = 0.0;
     if (in_range) {
         for (var c = lane; c < cols; c = c + THREADS) {
-            let v = x[base + c];
+            let v = f32(x[base + c]);
             sum = sum + v * v;
         }
     }
@@ -53,7 +56,7 @@ fn main(
 
     if (in_range) {
         for (var c = lane; c < cols; c = c + THREADS) {
-            y[base + c] = x[base + c] * inv_rms * weight[c];
+            y[base + c] = {{ elem }}(f32(x[base + c]) * inv_rms * f32(weight[c]));
         }
     }
 }

@@ -1,3 +1,4 @@
+{{ enable_f16 }}
 // Fused RMSNorm backward with respect to the input, one workgroup per row.
 // With r = 1 / sqrt(mean(x^2) + eps) and g = dy * weight:
 //   dx[c] = r * g[c] - x[c] * r^3 * mean_c(g[c] * x[c])
@@ -7,12 +8,14 @@
 // Bindings: x, weight, dy, dx, then the parameters.
 // Parameters: [rows, cols, bitcast<u32>(eps), workgroups along x].
 
+// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
+// `enable f16;` line); sums and the maths run in f32 either way.
 // Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and one
 // dispatch may not bind the same buffer read-only and writable at once.
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
+@group(0) @binding(1) var<storage, read_write> weight: array<{{ elem }}>;
+@group(0) @binding(2) var<storage, read_write> dy: array<{{ elem }}>;
+@group(0) @binding(3) var<storage, read_write> dx: array<{{ elem }}>;
 @group(0) @binding(4) var<uniform> info: array<vec4<u32>, 1>;
 
 // The launcher's u32 parameters, four to a vec4 (uniform arrays have a 16-byte stride).
@@ -38,8 +41,8 @@ fn main(
     var sums = vec2<f32>(0.0, 0.0);
     if (in_range) {
         for (var c = lane; c < cols; c = c + THREADS) {
-            let v = x[base + c];
-            let g = dy[base + c] * weight[c];
+            let v = f32(x[base + c]);
+            let g = f32(dy[base + c]) * f32(weight[c]);
             sums = sums + vec2<f32>(v * v, g * v);
         }
     }
@@ -57,8 +60,8 @@ fn main(
 
     if (in_range) {
         for (var c = lane; c < cols; c = c + THREADS) {
-            let g = dy[base + c] * weight[c];
-            dx[base + c] = inv_rms * g - x[base + c] * projection;
+            let g = f32(dy[base + c]) * f32(weight[c]);
+            dx[base + c] = {{ elem }}(inv_rms * g - f32(x[base + c]) * projection);
         }
     }
 }

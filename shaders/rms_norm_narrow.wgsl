@@ -1,3 +1,4 @@
+{{ enable_f16 }}
 // Fused RMSNorm forward for narrow rows (the launcher picks it when a row has at most
 // NARROW_COLS channels, see core/src/kernels/cube.rs): one invocation per row, 64 rows per
 // workgroup, no shared memory and no barriers. Same maths as rms_norm.wgsl:
@@ -8,11 +9,13 @@
 // Bindings: x, weight, y, then the parameters.
 // Parameters: [rows, cols, bitcast<u32>(eps), invocations along x].
 
+// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
+// `enable f16;` line); sums and the maths run in f32 either way.
 // Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and
 // one dispatch may not bind the same buffer read-only and writable at once.
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
+@group(0) @binding(1) var<storage, read_write> weight: array<{{ elem }}>;
+@group(0) @binding(2) var<storage, read_write> y: array<{{ elem }}>;
 @group(0) @binding(3) var<uniform> info: array<vec4<u32>, 1>;
 
 fn param(i: u32) -> u32 {
@@ -29,11 +32,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let base = row * cols;
     var sum = 0.0;
     for (var c = 0u; c < cols; c = c + 1u) {
-        let v = x[base + c];
+        let v = f32(x[base + c]);
         sum = sum + v * v;
     }
     let inv_rms = inverseSqrt(sum / f32(cols) + bitcast<f32>(param(2u)));
     for (var c = 0u; c < cols; c = c + 1u) {
-        y[base + c] = x[base + c] * inv_rms * weight[c];
+        y[base + c] = {{ elem }}(f32(x[base + c]) * inv_rms * f32(weight[c]));
     }
 }

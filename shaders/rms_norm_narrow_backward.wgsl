@@ -1,3 +1,4 @@
+{{ enable_f16 }}
 // Fused RMSNorm input gradient for narrow rows: one invocation per row, 64 rows per workgroup,
 // no barriers (see rms_norm_narrow.wgsl for when the launcher picks it). Same maths as
 // rms_norm_backward.wgsl, with r = 1 / sqrt(mean(x^2) + eps) and g = dy * weight:
@@ -6,12 +7,14 @@
 // Bindings: x, weight, dy, dx, then the parameters.
 // Parameters: [rows, cols, bitcast<u32>(eps), invocations along x].
 
+// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
+// `enable f16;` line); sums and the maths run in f32 either way.
 // Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and
 // one dispatch may not bind the same buffer read-only and writable at once.
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
+@group(0) @binding(1) var<storage, read_write> weight: array<{{ elem }}>;
+@group(0) @binding(2) var<storage, read_write> dy: array<{{ elem }}>;
+@group(0) @binding(3) var<storage, read_write> dx: array<{{ elem }}>;
 @group(0) @binding(4) var<uniform> info: array<vec4<u32>, 1>;
 
 fn param(i: u32) -> u32 {
@@ -29,14 +32,14 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     var square_sum = 0.0;
     var projection_sum = 0.0;
     for (var c = 0u; c < cols; c = c + 1u) {
-        let v = x[base + c];
+        let v = f32(x[base + c]);
         square_sum = square_sum + v * v;
-        projection_sum = projection_sum + dy[base + c] * weight[c] * v;
+        projection_sum = projection_sum + f32(dy[base + c]) * f32(weight[c]) * v;
     }
     let n = f32(cols);
     let inv_rms = inverseSqrt(square_sum / n + bitcast<f32>(param(2u)));
     let projection = inv_rms * inv_rms * inv_rms * projection_sum / n;
     for (var c = 0u; c < cols; c = c + 1u) {
-        dx[base + c] = inv_rms * dy[base + c] * weight[c] - x[base + c] * projection;
+        dx[base + c] = {{ elem }}(inv_rms * f32(dy[base + c]) * f32(weight[c]) - f32(x[base + c]) * projection);
     }
 }

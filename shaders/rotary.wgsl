@@ -1,3 +1,4 @@
+{{ enable_f16 }}
 // Fused rotary embedding in transformers' rotate-half form, one thread per output element:
 //   out = x * cos + rotate_half(x) * sin,   rotate_half([x1, x2]) = [-x2, x1]
 // Serves the LM's M-RoPE (`apply_multimodal_rotary_pos_emb`: x [batch, heads, len, dim], tables
@@ -13,12 +14,14 @@
 // Bindings: x (or the output gradient g), cos, sin, out, then the parameters.
 // Parameters: [total, heads, len, dim, stride0, stride1, stride2, stride3, threads along x, backward].
 
+// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
+// `enable f16;` line); sums and the maths run in f32 either way.
 // Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and one
 // dispatch may not bind the same buffer read-only and writable at once.
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> cos_table: array<f32>;
-@group(0) @binding(2) var<storage, read_write> sin_table: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
+@group(0) @binding(1) var<storage, read_write> cos_table: array<{{ elem }}>;
+@group(0) @binding(2) var<storage, read_write> sin_table: array<{{ elem }}>;
+@group(0) @binding(3) var<storage, read_write> out: array<{{ elem }}>;
 @group(0) @binding(4) var<uniform> info: array<vec4<u32>, 3>;
 
 // The launcher's u32 parameters, four to a vec4 (uniform arrays have a 16-byte stride).
@@ -45,21 +48,21 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let a = t2 / heads;
 
     let row = a * param(4u) + h * param(5u) + l * param(6u);
-    let value = x[row + d * param(7u)];
+    let value = f32(x[row + d * param(7u)]);
     let first_half = d < half_dim;
     let partner_d = select(d - half_dim, d + half_dim, first_half);
-    let partner = x[row + partner_d * param(7u)];
+    let partner = f32(x[row + partner_d * param(7u)]);
     let table = (a * len + l) * dim + d;
     let partner_table = (a * len + l) * dim + partner_d;
 
     if (param(9u) == 0u) {
         // Forward: rotate_half(x)[d] = -x[d + half] in the first half, x[d - half] in the second.
         let rotated = select(partner, -partner, first_half);
-        out[index] = value * cos_table[table] + rotated * sin_table[table];
+        out[index] = {{ elem }}(value * f32(cos_table[table]) + rotated * f32(sin_table[table]));
     } else {
         // Backward: (rotate_half^T(g * sin))[d] = g[d + half] sin[d + half] in the first half,
         // -g[d - half] sin[d - half] in the second.
-        let moved = partner * sin_table[partner_table];
-        out[index] = value * cos_table[table] + select(-moved, moved, first_half);
+        let moved = partner * f32(sin_table[partner_table]);
+        out[index] = {{ elem }}(value * f32(cos_table[table]) + select(-moved, moved, first_half));
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! Each kernel binds its tensors in the order its `.wgsl` file declares them, then its u32
 //! parameters as cubecl's metadata uniform (the last binding, `info`: `array<vec4<u32>, K>`),
-//! which cubecl caches by content, so a repeated launch uploads nothing. f32 only: other dtypes
-//! take the composite ops.
+//! which cubecl caches by content, so a repeated launch uploads nothing. f32, and f16 where the
+//! device has `shader-f16` (sums in f32); other dtypes take the composite ops.
 
 use burn::backend::wgpu::{
     CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
 };
 use burn::backend::{DType, Shape};
+use burn::cubecl::ir::{ElemType, FloatKind};
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
 use burn::cubecl::{CubeCount, CubeDim};
@@ -32,16 +33,25 @@ const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
 macro_rules! wgsl_kernel {
     ($name:ident, $file:literal) => {
-        #[doc = concat!("`shaders/", $file, "`.")]
-        struct $name;
+        #[doc = concat!("`shaders/", $file, "`, over f32 or (`f16: true`) f16 tensors.")]
+        struct $name {
+            f16: bool,
+        }
 
         impl KernelSource for $name {
             fn source(&self) -> SourceTemplate {
+                let (elem, enable) = if self.f16 {
+                    ("f16", "enable f16;")
+                } else {
+                    ("f32", "")
+                };
                 SourceTemplate::new(include_str!(concat!("../../../shaders/", $file)))
+                    .register("elem", elem)
+                    .register("enable_f16", enable)
             }
 
             fn id(&self) -> KernelId {
-                KernelId::new::<Self>()
+                KernelId::new::<Self>().info(self.f16)
             }
 
             fn lang(&self) -> &'static str {
@@ -64,20 +74,37 @@ pub(super) fn grid(groups: usize) -> (u32, u32) {
     (x, groups.div_ceil(x))
 }
 
-fn is_f32(tensors: &[&CubeTensor]) -> bool {
-    tensors.iter().all(|t| t.dtype == DType::F32)
+/// Whether the kernels take these tensors, and in f16 (`Some(true)`) or f32 (`Some(false)`): all
+/// one dtype, f32 or f16, and f16 only where the device has `shader-f16`. `None`: composite ops.
+fn kernel_dtype(tensors: &[&CubeTensor]) -> Option<bool> {
+    let dtype = tensors[0].dtype;
+    if tensors.iter().any(|t| t.dtype != dtype) {
+        return None;
+    }
+    match dtype {
+        DType::F32 => Some(false),
+        DType::F16
+            if tensors[0]
+                .client
+                .properties()
+                .supports_type(ElemType::Float(FloatKind::F16)) =>
+        {
+            Some(true)
+        }
+        _ => None,
+    }
 }
 
-/// An uninitialised contiguous f32 tensor on `like`'s device.
+/// An uninitialised contiguous tensor of `like`'s dtype on its device.
 fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    let bytes = shape.num_elements() * std::mem::size_of::<f32>();
+    let bytes = shape.num_elements() * like.dtype.size();
     let handle = like.client.empty(bytes.max(4));
     CubeTensor::new_contiguous(
         like.client.clone(),
         like.device.clone(),
         shape,
         handle,
-        DType::F32,
+        like.dtype,
     )
 }
 
@@ -121,14 +148,14 @@ fn rows_cols(shape: &Shape) -> (usize, usize) {
 
 impl FusedOps for CubeBackend {
     fn fused_rms_norm(x: CubeTensor, weight: CubeTensor, eps: f64) -> CubeTensor {
-        if !is_f32(&[&x, &weight]) {
+        let Some(f16) = kernel_dtype(&[&x, &weight]) else {
             return composite::rms_norm::<Self>(x, weight, eps);
-        }
+        };
         let x = into_contiguous(x);
         let weight = into_contiguous(weight);
         let out = empty_like(&x, x.meta.shape().clone());
         launch_rms_norm(
-            (RmsNormNarrowKernel, RmsNormKernel),
+            (RmsNormNarrowKernel { f16 }, RmsNormKernel { f16 }),
             &[&x, &weight, &out],
             eps,
         );
@@ -141,15 +168,18 @@ impl FusedOps for CubeBackend {
         grad: CubeTensor,
         eps: f64,
     ) -> CubeTensor {
-        if !is_f32(&[&x, &weight, &grad]) {
+        let Some(f16) = kernel_dtype(&[&x, &weight, &grad]) else {
             return composite::rms_norm_input_grad::<Self>(x, weight, grad, eps);
-        }
+        };
         let x = into_contiguous(x);
         let weight = into_contiguous(weight);
         let grad = into_contiguous(grad);
         let out = empty_like(&x, x.meta.shape().clone());
         launch_rms_norm(
-            (RmsNormNarrowBackwardKernel, RmsNormBackwardKernel),
+            (
+                RmsNormNarrowBackwardKernel { f16 },
+                RmsNormBackwardKernel { f16 },
+            ),
             &[&x, &weight, &grad, &out],
             eps,
         );
@@ -157,17 +187,17 @@ impl FusedOps for CubeBackend {
     }
 
     fn fused_rotary(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
-        if !is_f32(&[&x, &cos, &sin]) {
+        let Some(f16) = kernel_dtype(&[&x, &cos, &sin]) else {
             return composite::rotary::<Self>(x, cos, sin);
-        }
-        launch_rotary(x, cos, sin, false)
+        };
+        launch_rotary(x, cos, sin, f16, false)
     }
 
     fn fused_rotary_backward(grad: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
-        if !is_f32(&[&grad, &cos, &sin]) {
+        let Some(f16) = kernel_dtype(&[&grad, &cos, &sin]) else {
             return composite::rotary_input_grad::<Self>(grad, cos, sin);
-        }
-        launch_rotary(grad, cos, sin, true)
+        };
+        launch_rotary(grad, cos, sin, f16, true)
     }
 }
 
@@ -192,7 +222,13 @@ fn launch_rms_norm<N: KernelSource, W: KernelSource>(
 }
 
 /// `shaders/rotary.wgsl` forward, or with `backward` its transpose.
-fn launch_rotary(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, backward: bool) -> CubeTensor {
+fn launch_rotary(
+    x: CubeTensor,
+    cos: CubeTensor,
+    sin: CubeTensor,
+    f16: bool,
+    backward: bool,
+) -> CubeTensor {
     // A storage-tiled buffer's strides order tiles, not rows: lay it out plainly first. A
     // plain strided view (the usual transposed projection) is read in place.
     let x = if x.meta.is_tiled() {
@@ -220,7 +256,7 @@ fn launch_rotary(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, backward: bool
         u32::from(backward),
     ];
     launch(
-        RotaryKernel,
+        RotaryKernel { f16 },
         THREADS,
         (gx, gy),
         &[&x, &cos, &sin, &out],

@@ -2,8 +2,8 @@
 //! burn's backend-extension API.
 //!
 //! Each op is one method of [`FusedOps`]. Its routing per backend:
-//! - **Cube** (wgpu: Vulkan, Metal, DX12): the WGSL kernel in `shaders/` ([`cube`]) for f32 tensors;
-//!   other dtypes take the composite ops.
+//! - **Cube** (wgpu: Vulkan, Metal, DX12): the WGSL kernel in `shaders/` ([`cube`]) for f32
+//!   tensors, and f16 where the device has `shader-f16`; other dtypes take the composite ops.
 //! - **Fusion** (burn's lazy fusion over Cube, what `Device::wgpu` is): the kernel is registered as
 //!   an opaque custom operation. Fusion still fuses the element-wise ops before and after it, but
 //!   not across it (see ARCHITECTURE.md).
