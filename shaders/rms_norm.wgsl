@@ -1,25 +1,15 @@
-{{ enable_f16 }}
 // Fused RMSNorm forward, one workgroup per row (transformers `Qwen2RMSNorm`):
 //   y[r, c] = weight[c] * x[r, c] / sqrt(mean_c(x[r, c]^2) + eps)
 // The squares are summed by the workgroup's 256 threads, then reduced in shared memory, so a row is
 // read twice and written once, in one dispatch.
 //
-// Bindings (in the order the launcher passes them): x, weight, y, then the parameters.
+// Bindings (see prelude.wgsl for the shared rules) (in the order the launcher passes them): x, weight, y, then the parameters.
 // Parameters: [rows, cols, bitcast<u32>(eps), workgroups along x].
 
-// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
-// `enable f16;` line); sums and the maths run in f32 either way.
-// Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and one
-// dispatch may not bind the same buffer read-only and writable at once.
 @group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
 @group(0) @binding(1) var<storage, read_write> weight: array<{{ elem }}>;
 @group(0) @binding(2) var<storage, read_write> y: array<{{ elem }}>;
 @group(0) @binding(3) var<uniform> info: array<vec4<u32>, 1>;
-
-// The launcher's u32 parameters, four to a vec4 (uniform arrays have a 16-byte stride).
-fn param(i: u32) -> u32 {
-    return info[i / 4u][i % 4u];
-}
 
 const THREADS: u32 = 256u;
 var<workgroup> partial: array<f32, 256>;

@@ -1,27 +1,17 @@
-{{ enable_f16 }}
 // Fused RMSNorm backward with respect to the input, one workgroup per row.
 // With r = 1 / sqrt(mean(x^2) + eps) and g = dy * weight:
 //   dx[c] = r * g[c] - x[c] * r^3 * mean_c(g[c] * x[c])
 // Both row sums (x^2 and g*x) are reduced together in one pass over the row.
 // The weight's gradient, a sum over rows, is left to the caller.
 //
-// Bindings: x, weight, dy, dx, then the parameters.
+// Bindings (see prelude.wgsl for the shared rules): x, weight, dy, dx, then the parameters.
 // Parameters: [rows, cols, bitcast<u32>(eps), workgroups along x].
 
-// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
-// `enable f16;` line); sums and the maths run in f32 either way.
-// Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and one
-// dispatch may not bind the same buffer read-only and writable at once.
 @group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
 @group(0) @binding(1) var<storage, read_write> weight: array<{{ elem }}>;
 @group(0) @binding(2) var<storage, read_write> dy: array<{{ elem }}>;
 @group(0) @binding(3) var<storage, read_write> dx: array<{{ elem }}>;
 @group(0) @binding(4) var<uniform> info: array<vec4<u32>, 1>;
-
-// The launcher's u32 parameters, four to a vec4 (uniform arrays have a 16-byte stride).
-fn param(i: u32) -> u32 {
-    return info[i / 4u][i % 4u];
-}
 
 const THREADS: u32 = 256u;
 var<workgroup> partial: array<vec2<f32>, 256>;

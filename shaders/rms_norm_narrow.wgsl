@@ -1,4 +1,3 @@
-{{ enable_f16 }}
 // Fused RMSNorm forward for narrow rows (the launcher picks it when a row has at most
 // NARROW_COLS channels, see core/src/kernels/cube.rs): one invocation per row, 64 rows per
 // workgroup, no shared memory and no barriers. Same maths as rms_norm.wgsl:
@@ -6,21 +5,13 @@
 // On CPU Vulkan drivers (lavapipe) barriers are costly and a narrow row leaves most of a
 // 256-thread workgroup idle, so this form is several times faster there.
 //
-// Bindings: x, weight, y, then the parameters.
+// Bindings (see prelude.wgsl for the shared rules): x, weight, y, then the parameters.
 // Parameters: [rows, cols, bitcast<u32>(eps), invocations along x].
 
-// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
-// `enable f16;` line); sums and the maths run in f32 either way.
-// Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and
-// one dispatch may not bind the same buffer read-only and writable at once.
 @group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
 @group(0) @binding(1) var<storage, read_write> weight: array<{{ elem }}>;
 @group(0) @binding(2) var<storage, read_write> y: array<{{ elem }}>;
 @group(0) @binding(3) var<uniform> info: array<vec4<u32>, 1>;
-
-fn param(i: u32) -> u32 {
-    return info[i / 4u][i % 4u];
-}
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {

@@ -1,25 +1,16 @@
-{{ enable_f16 }}
 // Fused RMSNorm input gradient for narrow rows: one invocation per row, 64 rows per workgroup,
 // no barriers (see rms_norm_narrow.wgsl for when the launcher picks it). Same maths as
 // rms_norm_backward.wgsl, with r = 1 / sqrt(mean(x^2) + eps) and g = dy * weight:
 //   dx[c] = r * g[c] - x[c] * r^3 * mean_c(g[c] * x[c])
 //
-// Bindings: x, weight, dy, dx, then the parameters.
+// Bindings (see prelude.wgsl for the shared rules): x, weight, dy, dx, then the parameters.
 // Parameters: [rows, cols, bitcast<u32>(eps), invocations along x].
 
-// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
-// `enable f16;` line); sums and the maths run in f32 either way.
-// Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and
-// one dispatch may not bind the same buffer read-only and writable at once.
 @group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
 @group(0) @binding(1) var<storage, read_write> weight: array<{{ elem }}>;
 @group(0) @binding(2) var<storage, read_write> dy: array<{{ elem }}>;
 @group(0) @binding(3) var<storage, read_write> dx: array<{{ elem }}>;
 @group(0) @binding(4) var<uniform> info: array<vec4<u32>, 1>;
-
-fn param(i: u32) -> u32 {
-    return info[i / 4u][i % 4u];
-}
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {

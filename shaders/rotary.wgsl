@@ -1,4 +1,3 @@
-{{ enable_f16 }}
 // Fused rotary embedding in transformers' rotate-half form, one thread per output element:
 //   out = x * cos + rotate_half(x) * sin,   rotate_half([x1, x2]) = [-x2, x1]
 // Serves the LM's M-RoPE (`apply_multimodal_rotary_pos_emb`: x [batch, heads, len, dim], tables
@@ -11,23 +10,15 @@
 //   dx = g * cos + rotate_half^T(g * sin),   rotate_half^T([y1, y2]) = [y2, -y1]
 // which reads sin at the partner position (the tables need not repeat across halves).
 //
-// Bindings: x (or the output gradient g), cos, sin, out, then the parameters.
+// Bindings (shared rules: prelude.wgsl): x (or the output gradient g), cos, sin, out, then the
+// parameters.
 // Parameters: [total, heads, len, dim, stride0, stride1, stride2, stride3, threads along x, backward].
 
-// Tensors are f32, or f16 where the adapter has `shader-f16` (the launcher fills in `elem` and the
-// `enable f16;` line); sums and the maths run in f32 either way.
-// Every storage binding is read_write: cubecl sub-allocates tensors from shared wgpu buffers, and one
-// dispatch may not bind the same buffer read-only and writable at once.
 @group(0) @binding(0) var<storage, read_write> x: array<{{ elem }}>;
 @group(0) @binding(1) var<storage, read_write> cos_table: array<{{ elem }}>;
 @group(0) @binding(2) var<storage, read_write> sin_table: array<{{ elem }}>;
 @group(0) @binding(3) var<storage, read_write> out: array<{{ elem }}>;
 @group(0) @binding(4) var<uniform> info: array<vec4<u32>, 3>;
-
-// The launcher's u32 parameters, four to a vec4 (uniform arrays have a 16-byte stride).
-fn param(i: u32) -> u32 {
-    return info[i / 4u][i % 4u];
-}
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {

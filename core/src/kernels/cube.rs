@@ -33,7 +33,7 @@ const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
 macro_rules! wgsl_kernel {
     ($name:ident, $file:literal) => {
-        #[doc = concat!("`shaders/", $file, "`, over f32 or (`f16: true`) f16 tensors.")]
+        #[doc = concat!("`shaders/", $file, "` after `shaders/prelude.wgsl`, over f32 or (`f16: true`) f16 tensors.")]
         struct $name {
             f16: bool,
         }
@@ -45,7 +45,8 @@ macro_rules! wgsl_kernel {
                 } else {
                     ("f32", "")
                 };
-                SourceTemplate::new(include_str!(concat!("../../../shaders/", $file)))
+                SourceTemplate::new(include_str!("../../../shaders/prelude.wgsl"))
+                    .add_template(include_str!(concat!("../../../shaders/", $file)))
                     .register("elem", elem)
                     .register("enable_f16", enable)
             }
