@@ -230,9 +230,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 );
             }
             if single {
-                let on = fused(&fused_ops)?;
-                adamllm::kernels::set_fused_ops(on);
-                let row = crate::bench_train::single(&presets, &modes, &devices, shape, on)?;
+                adamllm::kernels::set_fused_ops(fused(&fused_ops)?);
+                let row = crate::bench_train::single(&presets, &modes, &devices, shape)?;
                 println!("{}", serde_json::to_string(&row)?);
                 return Ok(());
             }

@@ -147,14 +147,8 @@ fn step(
     Ok(model)
 }
 
-/// Runs one configuration in this process.
-pub fn single(
-    preset: &str,
-    mode: &str,
-    device: &str,
-    shape: TrainShape,
-    fused_ops: bool,
-) -> Result<TrainRow> {
+/// Runs one configuration in this process, with the process's fused-ops setting.
+pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Result<TrainRow> {
     let Workload {
         mut model,
         batch,
@@ -193,7 +187,7 @@ pub fn single(
         tokens_per_s: (shape.batch * shape.seq_len * shape.steps) as f64 / seconds,
         step_ms: seconds * 1e3 / shape.steps as f64,
         peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
-        fused_ops: Some(fused_ops),
+        fused_ops: Some(adamllm::kernels::fused_ops_enabled()),
     })
 }
 

@@ -2,7 +2,6 @@
 //! both directions (pattern: burn's `examples/custom-wgpu-kernel/src/backward.rs`).
 
 use burn::backend::Backend;
-use burn::backend::TensorMetadata;
 use burn::backend::autodiff::{
     Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -112,7 +111,6 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                     targets.clone(),
                     chunk,
                 );
-                debug_assert_eq!(log_sum_exp.shape().num_dims(), 2);
                 prep.finish((hidden, weight, targets, log_sum_exp, logits, chunk), sum)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::chunked_linear_cross_entropy(

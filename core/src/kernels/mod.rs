@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 #[cfg(feature = "native")]
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::models::layers::rotate_half;
 
@@ -204,11 +204,7 @@ pub fn linear_cross_entropy_sum(
     weight: Tensor<2>,
     targets: &[i64],
 ) -> Tensor<1> {
-    let device = hidden.device();
-    let targets = Tensor::<2, Int>::from_data(
-        TensorData::new(targets.to_vec(), [targets.len(), 1]),
-        &device,
-    );
+    let targets = target_column(targets, &hidden.device());
     if !fused_ops_enabled() {
         return composite_linear_cross_entropy_sum(hidden, weight, targets);
     }
@@ -228,6 +224,20 @@ pub fn linear_cross_entropy_sum(
     composite_linear_cross_entropy_sum(hidden, weight, targets)
 }
 
+/// Token ids as the `[n, 1]` column that `gather` takes.
+pub fn target_column(targets: &[i64], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(
+        TensorData::new(targets.to_vec(), [targets.len(), 1]),
+        device,
+    )
+}
+
+/// Summed cross-entropy of `[n, vocab]` logits against `targets` (`[n, 1]`).
+pub fn cross_entropy_sum(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let log_probs = burn::tensor::activation::log_softmax(logits, 1);
+    log_probs.gather(1, targets).neg().sum().reshape([1])
+}
+
 /// Summed cross-entropy written with tensor ops over the full `[n, vocab]` logits: the reference
 /// for [`linear_cross_entropy_sum`]. `targets` is `[n, 1]`.
 pub fn composite_linear_cross_entropy_sum(
@@ -235,8 +245,7 @@ pub fn composite_linear_cross_entropy_sum(
     weight: Tensor<2>,
     targets: Tensor<2, Int>,
 ) -> Tensor<1> {
-    let log_probs = burn::tensor::activation::log_softmax(hidden.matmul(weight), 1);
-    log_probs.gather(1, targets).neg().sum().reshape([1])
+    cross_entropy_sum(hidden.matmul(weight), targets)
 }
 
 /// Rotary embedding written with tensor ops: the reference for the fused kernel.

@@ -395,13 +395,10 @@ impl Qwen2Vl {
         let picked = hidden.select(0, rows);
         let sum = match self.model.text.head_weight() {
             Some(weight) => crate::kernels::linear_cross_entropy_sum(picked, weight, &targets),
-            None => {
-                let logits = self.model.text.logits(picked);
-                let log_probs = burn::tensor::activation::log_softmax(logits, 1);
-                let targets =
-                    Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &self.device);
-                log_probs.gather(1, targets).neg().sum().reshape([1])
-            }
+            None => crate::kernels::cross_entropy_sum(
+                self.model.text.logits(picked),
+                crate::kernels::target_column(&targets, &self.device),
+            ),
         };
         Ok((sum, n))
     }

@@ -298,7 +298,6 @@ impl TextModel {
         self.norm.forward(x)
     }
 
-    /// Projects hidden states to vocabulary logits.
     /// The LM head as a plain `[hidden, vocab]` weight (tied: the embedding table transposed),
     /// or `None` when it has a bias or an adapter. The chunked cross-entropy multiplies by it.
     pub fn head_weight(&self) -> Option<Tensor<2>> {
@@ -309,6 +308,7 @@ impl TextModel {
         }
     }
 
+    /// Projects hidden states to vocabulary logits.
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
