@@ -3,9 +3,9 @@
 
 For each preset it writes a random-weight model folder with `adamllm init`, then runs, one after
 the other on the same folder:
-  - training, full and LoRA: `adamllm bench train` and `bench/torch_train.py` (same workload:
+  - training, full and LoRA: `adamllm bench train` and `bench/torch_reference.py train` (same workload:
     4 random sequences of 256 tokens, AdamW, clipping at 1.0; same warm-up and timed steps);
-  - generation: `adamllm bench forward` and `bench/torch_generate.py` (same 176-token prompt with
+  - generation: `adamllm bench forward` and `bench/torch_reference.py generate` (same 176-token prompt with
     one image, prefill then a greedy KV-cache decode).
 It prints a markdown table (ours ÷ PyTorch for tokens/s, and for peak memory in training) headed
 with the machine and date, and writes the raw rows as JSON lines.
@@ -91,14 +91,14 @@ def main():
             for mode in ("full", "lora"):
                 ours = run([args.adamllm, "bench", "train", "--presets", preset, "--modes", mode,
                             "--devices", "cpu", "--warmup", str(warmup), "--steps", str(steps)])
-                theirs = run([python, os.path.join(HERE, "torch_train.py"), "--model", folder,
+                theirs = run([python, os.path.join(HERE, "torch_reference.py"), "train", "--model", folder,
                               "--mode", mode, "--warmup-steps", str(warmup), "--steps", str(steps),
                               "--threads", str(args.threads)])
                 for r in ours + theirs:
                     r.update(preset=preset, mode=mode, bench="train")
                     rows.append(r)
             ours = run([args.adamllm, "bench", "forward", "--presets", preset, "--devices", "cpu"])
-            theirs = run([python, os.path.join(HERE, "torch_generate.py"), "--model", folder,
+            theirs = run([python, os.path.join(HERE, "torch_reference.py"), "generate", "--model", folder,
                           "--threads", str(args.threads)])
             for r in ours:
                 r["framework"] = "adamllm"
