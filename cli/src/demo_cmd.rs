@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use adamllm::demo::run::{DemoObserver, DemoOptions, run_demo};
+use adamllm::demo::run::{DemoObserver, DemoOptions, GeneralSource, PrebuiltModels, run_demo};
+use adamllm::io::write_atomic;
 use adamllm::train::trainer::TrainObserver;
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -31,8 +32,53 @@ pub struct DemoArgs {
     /// outputs are ever replaced).
     #[arg(long)]
     pub force: bool,
+    /// Train the general base model, synthesizer and judge in the run (at the run's scale)
+    /// instead of starting from the committed ones that `adamllm demo-models` built.
+    #[arg(long)]
+    pub train_general: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// Flags of `adamllm demo-models`.
+#[derive(Args, Debug)]
+pub struct DemoModelsArgs {
+    /// Folder the three safetensors files (base, synthesizer, judge) and build.json go to.
+    #[arg(long, default_value = "cli/assets/demo-models")]
+    pub out: PathBuf,
+    /// Working folder (general data, training runs); a rerun resumes it.
+    #[arg(long, default_value = "adamllm-demo-models")]
+    pub work: PathBuf,
+    /// Seed of the general domain and the trainings.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Tune the synthesizer on every question an image has under both hints (the paper's
+    /// multi-round seed conversations) instead of the first one.
+    #[arg(long)]
+    pub all_seed_questions: bool,
+    /// Use --work even though it holds other files or another run.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// The committed general-domain models (`adamllm demo-models`, see `cli/assets/demo-models/build.json`).
+pub const PREBUILT: PrebuiltModels<'static> = PrebuiltModels {
+    base: include_bytes!("../assets/demo-models/base.safetensors"),
+    synthesizer: include_bytes!("../assets/demo-models/synthesizer.safetensors"),
+    judge: include_bytes!("../assets/demo-models/judge.safetensors"),
+};
+
+fn stage_view() -> StageBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>28} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (ETA {eta})",
+        )
+        .expect("valid template"),
+    );
+    StageBar { bar }
 }
 
 impl DemoObserver for StageBar {
@@ -60,22 +106,89 @@ pub fn run(args: DemoArgs) -> Result<()> {
         domains,
         quick: args.quick,
         seed: args.seed,
+        general: if args.train_general {
+            GeneralSource::Train
+        } else {
+            GeneralSource::Prebuilt
+        },
     };
     let selected = args.device.select()?;
     eprintln!("device: {}", selected.description);
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>28} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (ETA {eta})",
-        )
-        .expect("valid template"),
-    );
-    let mut view = StageBar { bar };
-    let report = run_demo(&options, &args.out, args.force, &selected.device, &mut view)?;
+    let mut view = stage_view();
+    let report = run_demo(
+        &options,
+        &args.out,
+        args.force,
+        &selected.device,
+        Some(PREBUILT),
+        &mut view,
+    )?;
     view.bar.finish_and_clear();
     println!("{}", report.markdown);
     eprintln!(
         "report: {0}/report.md, {0}/report.json, {0}/report.html",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Runs `adamllm demo-models`: the general stages at the build scale in `--work`, then the
+/// three models' weights copied to `--out` with a `build.json` saying how they were made.
+pub fn build_models(args: DemoModelsArgs) -> Result<()> {
+    let options = DemoOptions {
+        domains: Vec::new(),
+        quick: false,
+        seed: args.seed,
+        general: GeneralSource::Build {
+            all_seed_questions: args.all_seed_questions,
+        },
+    };
+    let selected = args.device.select()?;
+    eprintln!("device: {}", selected.description);
+    let mut view = stage_view();
+    let report = run_demo(
+        &options,
+        &args.work,
+        args.force,
+        &selected.device,
+        None,
+        &mut view,
+    )?;
+    view.bar.finish_and_clear();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let mut models = serde_json::Map::new();
+    for name in ["base", "synthesizer", "judge"] {
+        let from = args
+            .work
+            .join("runs")
+            .join(name)
+            .join("model")
+            .join("model.safetensors");
+        let bytes =
+            std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?;
+        if bytes.is_empty() {
+            bail!("{}: empty", from.display());
+        }
+        let to = args.out.join(format!("{name}.safetensors"));
+        write_atomic(&to, &bytes)?;
+        models.insert(name.into(), report.json["stages"][name].clone());
+    }
+    let build = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "device": selected.description,
+        "options": options,
+        "scale": report.json["scale"],
+        "seconds": report.json["seconds"],
+        "models": models,
+        "general_data": report.json["stages"]["data"],
+    });
+    write_atomic(
+        &args.out.join("build.json"),
+        serde_json::to_string_pretty(&build)?.as_bytes(),
+    )?;
+    eprintln!(
+        "wrote {0}/base.safetensors, {0}/synthesizer.safetensors, {0}/judge.safetensors, {0}/build.json",
         args.out.display()
     );
     Ok(())

@@ -90,6 +90,9 @@ enum Command {
     /// CPU): base model, synthesizer, judge, synthesize -> filter -> assemble, ablations,
     /// evaluation, report.
     Demo(demo_cmd::DemoArgs),
+    /// Build the demo's general-domain models (base, synthesizer, judge) that `adamllm demo`
+    /// starts from: general data, long trainings, weights written to cli/assets/demo-models.
+    DemoModels(demo_cmd::DemoModelsArgs),
     /// Synthesizer data: `synth seed` builds the synthesizer's tuning set.
     Synth {
         #[command(subcommand)]
@@ -573,6 +576,7 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
         } => synth_cmd::seed(args)?,
         Command::Synthesize(args) => synth_cmd::synthesize(args)?,
         Command::Demo(args) => demo_cmd::run(args)?,
+        Command::DemoModels(args) => demo_cmd::build_models(args)?,
         Command::Filter(args) => synth_cmd::filter(args)?,
         Command::Assemble(args) => synth_cmd::assemble(args)?,
         Command::Pipeline { config, device } => synth_cmd::pipeline(config, device)?,

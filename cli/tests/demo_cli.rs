@@ -1,6 +1,7 @@
 //! `adamllm demo --quick` as CI's smoke test of the main job: interrupted for real, resumed,
-//! finished (table printed, report files written), rerun (every stage reused); and the output
-//! folder rules (a foreign folder or another demo's folder is refused, nothing is deleted).
+//! finished (table printed, report files written), rerun (every stage reused); the general
+//! models trained in the run (`--train-general`); and the output folder rules (a foreign
+//! folder or another demo's folder is refused, nothing is deleted).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -37,7 +38,7 @@ fn quick_demo_resumes_after_a_kill_and_reports() {
             out.display().to_string(),
         ]
     };
-    // Interrupt after the base model is trained.
+    // Interrupt after the first target-domain stage.
     let mut child = bin()
         .args(args(&out))
         .stdout(Stdio::null())
@@ -45,10 +46,10 @@ fn quick_demo_resumes_after_a_kill_and_reports() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while !finished_stages(&out).contains(&"base".to_string()) {
+    while !finished_stages(&out).contains(&"biomed/synthesize".to_string()) {
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "base never finished"
+            "biomed/synthesize never finished"
         );
         assert!(child.try_wait().unwrap().is_none(), "demo ended early");
         std::thread::sleep(Duration::from_millis(50));
@@ -61,7 +62,11 @@ fn quick_demo_resumes_after_a_kill_and_reports() {
     assert!(o.status.success(), "{}", stderr(&o));
     let log = stderr(&o);
     assert!(log.contains("base: finished earlier, reused"), "{log}");
-    assert!(!log.contains("synthesizer: finished earlier"), "{log}");
+    assert!(
+        log.contains("biomed/synthesize: finished earlier, reused"),
+        "{log}"
+    );
+    assert!(!log.contains("biomed/filter: finished earlier"), "{log}");
     let table = String::from_utf8_lossy(&o.stdout).to_string();
     for needle in [
         "## biomed",
@@ -75,13 +80,19 @@ fn quick_demo_resumes_after_a_kill_and_reports() {
         "report.md",
         "report.json",
         "report.html",
-        "plots/base.png",
-        "plots/synthesizer.png",
+        "plots/biomed-paper_method.png",
+        "plots/food-caption_only.png",
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    // The general models are the committed ones, loaded and recorded by digest.
+    for model in ["base", "synthesizer", "judge"] {
+        let stage = &report["stages"][model];
+        assert_eq!(stage["prebuilt"], true, "{stage}");
+        assert_eq!(stage["sha256"].as_str().unwrap().len(), 64, "{stage}");
+    }
     for domain in ["biomed", "food"] {
         let rows = report["table"][domain].as_object().unwrap();
         assert!(
@@ -128,6 +139,42 @@ fn quick_demo_resumes_after_a_kill_and_reports() {
         out.join("report.md").is_file(),
         "refusal touched the earlier run"
     );
+}
+
+#[test]
+fn quick_demo_can_train_the_general_models_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let o = bin()
+        .args(["demo", "--quick", "--train-general", "--domain", "food"])
+        .args(["--device", "cpu", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        table.contains("## food") && !table.contains("## biomed"),
+        "{table}"
+    );
+    for file in ["plots/base.png", "plots/synthesizer.png", "plots/judge.png"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["options"]["general"], "train");
+    for model in ["base", "synthesizer", "judge"] {
+        let stage = &report["stages"][model];
+        assert!(stage["steps"].as_u64().unwrap() > 0, "{stage}");
+        assert!(stage.get("prebuilt").is_none(), "{stage}");
+    }
+    // The same folder with the committed models is another run: refused without --force.
+    let o = bin()
+        .args(["demo", "--quick", "--domain", "food"])
+        .args(["--device", "cpu", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("other options"), "{}", stderr(&o));
 }
 
 #[test]

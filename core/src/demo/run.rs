@@ -13,6 +13,11 @@
 //! 4. `judge`: the base model tuned to answer the consistency prompt (0 worked examples) on
 //!    general-domain triplets, consistent ones labelled Yes and ones with another question's
 //!    short answer labelled No (`runs/judge`);
+//!
+//!    Stages 2–4 only use the general domain. By default ([`GeneralSource::Prebuilt`]) they
+//!    write the committed models that `adamllm demo-models` ([`GeneralSource::Build`]: the same
+//!    stages on more general images and epochs) made, as the paper starts from released
+//!    checkpoints; [`GeneralSource::Train`] runs them at the run's own scale.
 //! 5. per target domain: synthesize → filter → rules → assemble the ablation datasets, train
 //!    one model per ablation from the base model (same recipe, same epochs), evaluate every
 //!    model and the base model on the domain's test tasks;
@@ -37,6 +42,7 @@ use crate::eval::benchmark::{ReadOptions, read_benchmark};
 use crate::eval::custom_task::EvalTask;
 use crate::eval::runner::{EvalOptions, run_eval};
 use crate::io::{FileError, read_json_file, write_atomic, write_json_atomic};
+use crate::models::checkpoint::SINGLE_FILE;
 use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::qwen2_vl::presets::{Preset, init_model_dir};
 use crate::synth::assemble::{AssemblyMode, output_files, run_assemble};
@@ -75,6 +81,40 @@ pub struct DemoOptions {
     pub quick: bool,
     /// Seed of the domains, the models and the draws.
     pub seed: u64,
+    /// Where the general-domain models (base, synthesizer, judge) come from.
+    #[serde(default)]
+    pub general: GeneralSource,
+}
+
+/// Where a demo's general-domain models (base, synthesizer, judge) come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneralSource {
+    /// The committed models that `adamllm demo-models` built (passed to [`run_demo`] as
+    /// [`PrebuiltModels`]); the demo's time then goes to the target domains.
+    #[default]
+    Prebuilt,
+    /// Trained in the run, at the run's scale.
+    Train,
+    /// `adamllm demo-models`: only the general stages, at the long build scale (no target
+    /// domain); `all_seed_questions` tunes the synthesizer on every question an image has
+    /// under both hints instead of the first one.
+    Build {
+        /// Every paired question in a seed conversation, not only the first.
+        all_seed_questions: bool,
+    },
+}
+
+/// The safetensors files of the committed general-domain models (all three share the tiny
+/// preset's config and tokenizer).
+#[derive(Debug, Clone, Copy)]
+pub struct PrebuiltModels<'a> {
+    /// The general base model.
+    pub base: &'a [u8],
+    /// The visual-instruction synthesizer tuned from it on the general seed set.
+    pub synthesizer: &'a [u8],
+    /// The consistency judge tuned from it.
+    pub judge: &'a [u8],
 }
 
 /// Sizes and epochs of one demo run.
@@ -98,9 +138,30 @@ pub struct DemoScale {
     pub batch_size: usize,
     /// Peak learning rate of every training.
     pub learning_rate: f64,
+    /// Seed conversations keep every question an image has under both hints (else the first).
+    pub all_seed_questions: bool,
 }
 
 impl DemoScale {
+    /// The scale of a run with these options.
+    pub fn of(options: &DemoOptions) -> Self {
+        match options.general {
+            GeneralSource::Build { all_seed_questions } => Self {
+                general_images: 1000,
+                target_train_images: 0,
+                target_test_images: 0,
+                base_epochs: 4.0,
+                synthesizer_epochs: 8.0,
+                judge_epochs: 1.0,
+                post_epochs: 0.0,
+                batch_size: 8,
+                learning_rate: 2e-3,
+                all_seed_questions,
+            },
+            _ => Self::new(options.quick),
+        }
+    }
+
     /// The scale of a full or `--quick` run.
     pub fn new(quick: bool) -> Self {
         if quick {
@@ -114,18 +175,20 @@ impl DemoScale {
                 post_epochs: 1.0,
                 batch_size: 8,
                 learning_rate: 3e-3,
+                all_seed_questions: false,
             }
         } else {
             Self {
                 general_images: 160,
-                target_train_images: 120,
+                target_train_images: 200,
                 target_test_images: 40,
                 base_epochs: 3.0,
                 synthesizer_epochs: 10.0,
                 judge_epochs: 1.0,
-                post_epochs: 3.0,
+                post_epochs: 6.0,
                 batch_size: 8,
                 learning_rate: 2e-3,
+                all_seed_questions: false,
             }
         }
     }
@@ -417,6 +480,23 @@ impl Demo<'_> {
         }))
     }
 
+    /// Writes a committed general model to `runs/<name>/model`: the tiny preset's files with
+    /// `weights` as its `model.safetensors`.
+    fn prebuilt(&mut self, name: &str, weights: &[u8]) -> Result<Value, String> {
+        use sha2::{Digest, Sha256};
+        let dir = self.out.join("runs").join(name).join("model");
+        init_model_dir(&dir, Preset::Tiny, self.seed, true).map_err(|e| e.to_string())?;
+        write_atomic(&dir.join(SINGLE_FILE), weights).map_err(|e| e.to_string())?;
+        // A damaged or foreign file fails here, named, rather than in a later stage.
+        self.load(&dir)
+            .map_err(|e| format!("the prebuilt {name} model does not load: {e}"))?;
+        Ok(json!({
+            "model": dir,
+            "prebuilt": true,
+            "sha256": format!("{:x}", Sha256::digest(weights)),
+        }))
+    }
+
     fn load(&self, dir: &Path) -> Result<Qwen2Vl, String> {
         Qwen2Vl::load(dir, &self.device, DType::F32).map_err(|e| e.to_string())
     }
@@ -545,14 +625,34 @@ pub struct DemoReport {
     pub markdown: String,
 }
 
-/// Runs (or resumes) the demo in `out`.
+/// Runs (or resumes) the demo in `out`. `prebuilt` holds the committed general-domain models
+/// that [`GeneralSource::Prebuilt`] uses.
 pub fn run_demo(
     options: &DemoOptions,
     out: &Path,
     force: bool,
     device: &Device,
+    prebuilt: Option<PrebuiltModels<'_>>,
     observer: &mut dyn DemoObserver,
 ) -> Result<DemoReport, DemoError> {
+    let prebuilt = match (options.general, prebuilt) {
+        (GeneralSource::Prebuilt, None) => {
+            return Err(DemoError::Stage {
+                stage: "options".into(),
+                message: "this build carries no prebuilt general models; train them in the \
+                          run instead (--train-general)"
+                    .into(),
+            });
+        }
+        (GeneralSource::Prebuilt, Some(models)) => Some(models),
+        _ => None,
+    };
+    if matches!(options.general, GeneralSource::Build { .. }) && !options.domains.is_empty() {
+        return Err(DemoError::Stage {
+            stage: "options".into(),
+            message: "building the general models takes no target domain".into(),
+        });
+    }
     let domains: Vec<DomainKind> = options
         .domains
         .iter()
@@ -569,7 +669,7 @@ pub fn run_demo(
     let mut demo = Demo {
         out: out.to_path_buf(),
         state,
-        scale: DemoScale::new(options.quick),
+        scale: DemoScale::of(options),
         seed: options.seed,
         device: device.clone(),
         observer,
@@ -607,6 +707,9 @@ pub fn run_demo(
 
     // 2. General base model.
     let base = demo.stage("base", |d| {
+        if let Some(models) = prebuilt {
+            return d.prebuilt("base", models.base);
+        }
         let init = d.out.join("runs").join("init");
         if !init.join("config.json").is_file() {
             init_model_dir(&init, Preset::Tiny, d.seed, true).map_err(|e| e.to_string())?;
@@ -625,8 +728,18 @@ pub fn run_demo(
 
     // 3. Synthesizer.
     let synthesizer = demo.stage("synthesizer", |d| {
+        if let Some(models) = prebuilt {
+            return d.prebuilt("synthesizer", models.synthesizer);
+        }
         let seed_dir = d.out.join("runs").join("synthesizer-data");
-        let (precise, informative) = paired_questions(&general, &seed_dir)?;
+        let (precise, informative) = if d.scale.all_seed_questions {
+            (
+                general.join("precise.json"),
+                general.join("informative.json"),
+            )
+        } else {
+            paired_questions(&general, &seed_dir)?
+        };
         let inputs = SeedInputs {
             captions: general.join("image_caption_pairs.json"),
             precise,
@@ -661,6 +774,9 @@ pub fn run_demo(
 
     // 4. Judge.
     let judge = demo.stage("judge", |d| {
+        if let Some(models) = prebuilt {
+            return d.prebuilt("judge", models.judge);
+        }
         let conversations = judge_conversations(&general)?;
         let file = d.out.join("runs").join("judge-data.json");
         write_json_atomic(&file, &conversations).map_err(|e| e.to_string())?;
@@ -893,8 +1009,13 @@ fn build_report(
 ) -> DemoReport {
     let state = &demo.state;
     let mut md = String::from("# adamllm demo report\n\n");
+    let general = match state.options.as_ref().map(|o| o.general) {
+        Some(GeneralSource::Train) => "trained in this run",
+        Some(GeneralSource::Build { .. }) => "built at the `adamllm demo-models` scale",
+        _ => "the committed ones `adamllm demo-models` built",
+    };
     md.push_str(&format!(
-        "Tiny preset (Qwen2-VL architecture, ~0.2M parameters), {} run, seed {}, images at 112×112.\n\n",
+        "Tiny preset (Qwen2-VL architecture, ~0.2M parameters), {} run, seed {}, images at 112×112; general base, synthesizer and judge: {general}.\n\n",
         if state.options.as_ref().is_some_and(|o| o.quick) { "`--quick`" } else { "full" },
         demo.seed
     ));
@@ -978,6 +1099,9 @@ fn build_report(
             .into_iter()
             .flatten(),
         );
+        if let Some(filter) = state.finished.get(&format!("{name}/filter")) {
+            findings.extend(degenerate_filter_note(name, filter));
+        }
         if let Some(assembled) = state.finished.get(&format!("{name}/assemble")) {
             for ablation in Ablation::ALL {
                 if let Some(reason) = assembled[ablation.key()]["skipped"].as_str() {
@@ -1023,6 +1147,31 @@ fn build_report(
         "invocation_seconds": seconds,
     });
     DemoReport { json, markdown: md }
+}
+
+/// A finding line when the filter kept no triplet or every triplet: then the paper's row is
+/// trained on the same data as another row, and the claims that compare them say nothing
+/// about filtering.
+fn degenerate_filter_note(domain: &str, filter: &Value) -> Option<String> {
+    let labels = &filter["labels"];
+    let count = |label: &str| labels[label].as_u64().unwrap_or(0);
+    let triplets = count("yes") + count("no") + count("open") + count("unparsed");
+    let kept = filter["kept"].as_u64().unwrap_or_else(|| count("yes"));
+    if triplets == 0 {
+        Some(format!(
+            "- {domain}: the synthesizer wrote no triplet, so every synthetic row trained on the captions alone (the caption-only data)"
+        ))
+    } else if kept == 0 {
+        Some(format!(
+            "- {domain}: the judge kept none of the {triplets} triplets, so the paper's row trained on the captions alone (the caption-only data) and two stages had nothing to train: \"the filter helps\" here compares captions alone with captions plus the unfiltered tasks"
+        ))
+    } else if kept == triplets {
+        Some(format!(
+            "- {domain}: the judge kept all {triplets} triplets, so the filtered and unfiltered rows trained on the same data"
+        ))
+    } else {
+        None
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -1097,4 +1246,100 @@ fn report_html(demo: &Demo<'_>, domains: &[DomainKind], report: &DemoReport) -> 
 /// Reads a finished demo's state (for tests and tools).
 pub fn read_state(out: &Path) -> Result<DemoState, FileError> {
     read_json_file(&out.join(DEMO_STATE_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::trainer::Quiet;
+
+    struct Silent(Quiet);
+    impl DemoObserver for Silent {
+        fn trainer(&mut self) -> &mut dyn TrainObserver {
+            &mut self.0
+        }
+    }
+
+    fn options(general: GeneralSource) -> DemoOptions {
+        DemoOptions {
+            domains: vec!["food".into()],
+            quick: true,
+            seed: 0,
+            general,
+        }
+    }
+
+    #[test]
+    fn damaged_prebuilt_weights_are_named_before_any_training() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("demo");
+        let models = PrebuiltModels {
+            base: b"not a safetensors file",
+            synthesizer: b"",
+            judge: b"",
+        };
+        let device = Device::flex();
+        let error = run_demo(
+            &options(GeneralSource::Prebuilt),
+            &out,
+            false,
+            &device,
+            Some(models),
+            &mut Silent(Quiet),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("demo stage base") && error.contains("prebuilt base model"),
+            "{error}"
+        );
+        let state = read_state(&out).unwrap();
+        assert!(state.finished.contains_key("data"));
+        assert!(!state.finished.contains_key("base"));
+        assert!(!out.join("runs").join("base").join("checkpoints").exists());
+    }
+
+    #[test]
+    fn prebuilt_without_models_and_build_with_domains_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let device = Device::flex();
+        let error = run_demo(
+            &options(GeneralSource::Prebuilt),
+            &tmp.path().join("a"),
+            false,
+            &device,
+            None,
+            &mut Silent(Quiet),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("--train-general"), "{error}");
+        let build = options(GeneralSource::Build {
+            all_seed_questions: false,
+        });
+        let error = run_demo(
+            &build,
+            &tmp.path().join("b"),
+            false,
+            &device,
+            None,
+            &mut Silent(Quiet),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("no target domain"), "{error}");
+        assert!(!tmp.path().join("a").exists() && !tmp.path().join("b").exists());
+    }
+
+    #[test]
+    fn degenerate_filters_are_called_out() {
+        let filter = |yes: u64, no: u64, none: u64| json!({"kept": yes, "labels": {"yes": yes, "no": no, "open": 0, "unparsed": 0, "no_triplet": none}});
+        let none_kept = degenerate_filter_note("food", &filter(0, 87, 113)).unwrap();
+        assert!(none_kept.contains("kept none of the 87"), "{none_kept}");
+        let all_kept = degenerate_filter_note("food", &filter(19, 0, 101)).unwrap();
+        assert!(all_kept.contains("kept all 19"), "{all_kept}");
+        let no_triplet = degenerate_filter_note("biomed", &filter(0, 0, 120)).unwrap();
+        assert!(no_triplet.contains("wrote no triplet"), "{no_triplet}");
+        assert_eq!(degenerate_filter_note("food", &filter(5, 7, 3)), None);
+    }
 }
