@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use adamllm::demo::run::{DemoObserver, DemoOptions, GeneralSource, PrebuiltModels, run_demo};
+use adamllm::demo::run::{
+    BUILD_GENERAL_IMAGES, DemoObserver, DemoOptions, GeneralSource, PrebuiltModels, run_demo,
+};
 use adamllm::io::write_atomic;
 use adamllm::train::trainer::TrainObserver;
 use anyhow::{Context, Result, bail};
@@ -56,6 +58,9 @@ pub struct DemoModelsArgs {
     /// multi-round seed conversations) instead of the first one.
     #[arg(long)]
     pub all_seed_questions: bool,
+    /// General-domain images to train on (the committed models: 1000).
+    #[arg(long, default_value_t = BUILD_GENERAL_IMAGES, value_parser = clap::value_parser!(usize))]
+    pub general_images: usize,
     /// Use --work even though it holds other files or another run.
     #[arg(long)]
     pub force: bool,
@@ -141,6 +146,7 @@ pub fn build_models(args: DemoModelsArgs) -> Result<()> {
         seed: args.seed,
         general: GeneralSource::Build {
             all_seed_questions: args.all_seed_questions,
+            general_images: args.general_images,
         },
     };
     let selected = args.device.select()?;

@@ -222,3 +222,60 @@ fn foreign_folders_are_refused_and_never_emptied() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not a folder"), "{}", stderr(&o));
 }
+
+#[test]
+fn demo_models_writes_the_three_models_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, work) = (tmp.path().join("models"), tmp.path().join("work"));
+    let args = [
+        "demo-models",
+        "--general-images",
+        "12",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+    ];
+    let o = bin().args(args).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let build: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("build.json")).unwrap()).unwrap();
+    assert_eq!(build["scale"]["general_images"], 12);
+    assert_eq!(build["options"]["general"]["build"]["general_images"], 12);
+    for name in ["base", "synthesizer", "judge"] {
+        let written = std::fs::read(out.join(format!("{name}.safetensors"))).unwrap();
+        let trained = std::fs::read(
+            work.join("runs")
+                .join(name)
+                .join("model")
+                .join("model.safetensors"),
+        )
+        .unwrap();
+        assert_eq!(written, trained, "{name}");
+        assert!(
+            build["models"][name]["steps"].as_u64().unwrap() > 0,
+            "{build}"
+        );
+        assert!(build["seconds"][name].as_f64().unwrap() > 0.0, "{build}");
+    }
+    // The three are different models (the synthesizer and judge were tuned from the base).
+    let base = std::fs::read(out.join("base.safetensors")).unwrap();
+    assert_ne!(base, std::fs::read(out.join("judge.safetensors")).unwrap());
+    assert_ne!(
+        base,
+        std::fs::read(out.join("synthesizer.safetensors")).unwrap()
+    );
+    // A rerun reuses every stage and writes the same weights.
+    let again = bin().args(args).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    for stage in ["base", "synthesizer", "judge"] {
+        assert!(
+            stderr(&again).contains(&format!("{stage}: finished earlier, reused")),
+            "{}",
+            stderr(&again)
+        );
+    }
+    assert_eq!(base, std::fs::read(out.join("base.safetensors")).unwrap());
+}

@@ -102,7 +102,17 @@ pub enum GeneralSource {
     Build {
         /// Every paired question in a seed conversation, not only the first.
         all_seed_questions: bool,
+        /// General-domain images ([`BUILD_GENERAL_IMAGES`] for the committed models).
+        #[serde(default = "build_general_images")]
+        general_images: usize,
     },
+}
+
+/// General-domain images of the committed general models' build.
+pub const BUILD_GENERAL_IMAGES: usize = 1000;
+
+fn build_general_images() -> usize {
+    BUILD_GENERAL_IMAGES
 }
 
 /// The safetensors files of the committed general-domain models (all three share the tiny
@@ -146,8 +156,11 @@ impl DemoScale {
     /// The scale of a run with these options.
     pub fn of(options: &DemoOptions) -> Self {
         match options.general {
-            GeneralSource::Build { all_seed_questions } => Self {
-                general_images: 1000,
+            GeneralSource::Build {
+                all_seed_questions,
+                general_images,
+            } => Self {
+                general_images,
                 target_train_images: 0,
                 target_test_images: 0,
                 base_epochs: 4.0,
@@ -1316,6 +1329,7 @@ mod tests {
         assert!(error.contains("--train-general"), "{error}");
         let build = options(GeneralSource::Build {
             all_seed_questions: false,
+            general_images: 16,
         });
         let error = run_demo(
             &build,
