@@ -1,10 +1,11 @@
 //! `adamllm demo`: flags, one progress view, the printed table. The demo itself is
 //! `adamllm::demo::run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use adamllm::demo::run::{
-    BUILD_GENERAL_IMAGES, DemoObserver, DemoOptions, GeneralSource, PrebuiltModels, run_demo,
+    BUILD_GENERAL_IMAGES, DemoObserver, DemoOptions, DemoReport, GeneralSource, PrebuiltModels,
+    run_demo,
 };
 use adamllm::io::write_atomic;
 use adamllm::train::trainer::TrainObserver;
@@ -75,7 +76,17 @@ pub const PREBUILT: PrebuiltModels<'static> = PrebuiltModels {
     judge: include_bytes!("../assets/demo-models/judge.safetensors"),
 };
 
-fn stage_view() -> StageBar {
+/// Selects the device and runs the demo (or the general models' build) under one progress
+/// view per stage.
+fn run_with_progress(
+    options: &DemoOptions,
+    out: &Path,
+    force: bool,
+    device: &DeviceArgs,
+    prebuilt: Option<PrebuiltModels<'_>>,
+) -> Result<DemoReport> {
+    let selected = device.select()?;
+    eprintln!("device: {}", selected.description);
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -83,7 +94,11 @@ fn stage_view() -> StageBar {
         )
         .expect("valid template"),
     );
-    StageBar { bar }
+    let mut view = StageBar { bar };
+    let mut report = run_demo(options, out, force, &selected.device, prebuilt, &mut view)?;
+    view.bar.finish_and_clear();
+    report.json["device"] = serde_json::Value::String(selected.description);
+    Ok(report)
 }
 
 impl DemoObserver for StageBar {
@@ -117,18 +132,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
             GeneralSource::Prebuilt
         },
     };
-    let selected = args.device.select()?;
-    eprintln!("device: {}", selected.description);
-    let mut view = stage_view();
-    let report = run_demo(
+    let report = run_with_progress(
         &options,
         &args.out,
         args.force,
-        &selected.device,
+        &args.device,
         Some(PREBUILT),
-        &mut view,
     )?;
-    view.bar.finish_and_clear();
     println!("{}", report.markdown);
     eprintln!(
         "report: {0}/report.md, {0}/report.json, {0}/report.html",
@@ -149,18 +159,7 @@ pub fn build_models(args: DemoModelsArgs) -> Result<()> {
             general_images: args.general_images,
         },
     };
-    let selected = args.device.select()?;
-    eprintln!("device: {}", selected.description);
-    let mut view = stage_view();
-    let report = run_demo(
-        &options,
-        &args.work,
-        args.force,
-        &selected.device,
-        None,
-        &mut view,
-    )?;
-    view.bar.finish_and_clear();
+    let report = run_with_progress(&options, &args.work, args.force, &args.device, None)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut models = serde_json::Map::new();
@@ -182,7 +181,7 @@ pub fn build_models(args: DemoModelsArgs) -> Result<()> {
     }
     let build = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>(),
-        "device": selected.description,
+        "device": report.json["device"],
         "options": options,
         "scale": report.json["scale"],
         "seconds": report.json["seconds"],

@@ -1315,32 +1315,25 @@ mod tests {
     #[test]
     fn prebuilt_without_models_and_build_with_domains_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let device = Device::flex();
-        let error = run_demo(
-            &options(GeneralSource::Prebuilt),
-            &tmp.path().join("a"),
-            false,
-            &device,
-            None,
-            &mut Silent(Quiet),
-        )
-        .unwrap_err()
-        .to_string();
+        let refusal = |options: DemoOptions, dir: &str| {
+            run_demo(
+                &options,
+                &tmp.path().join(dir),
+                false,
+                &Device::flex(),
+                None,
+                &mut Silent(Quiet),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let error = refusal(options(GeneralSource::Prebuilt), "a");
         assert!(error.contains("--train-general"), "{error}");
         let build = options(GeneralSource::Build {
             all_seed_questions: false,
             general_images: 16,
         });
-        let error = run_demo(
-            &build,
-            &tmp.path().join("b"),
-            false,
-            &device,
-            None,
-            &mut Silent(Quiet),
-        )
-        .unwrap_err()
-        .to_string();
+        let error = refusal(build, "b");
         assert!(error.contains("no target domain"), "{error}");
         assert!(!tmp.path().join("a").exists() && !tmp.path().join("b").exists());
     }
