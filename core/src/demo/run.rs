@@ -146,8 +146,13 @@ pub struct DemoScale {
     pub post_epochs: f64,
     /// Batch size of training and generation.
     pub batch_size: usize,
-    /// Peak learning rate of every training.
+    /// Peak learning rate of the general trainings (base, judge).
     pub learning_rate: f64,
+    /// Peak learning rate of every post-training ablation: the general base has never seen
+    /// a target-domain word (its first loss on the captions is ~9 nats), and at 2e-3 it had
+    /// not learned them in six epochs (measured: 4e-3 raised food ingredient F1 from 20.8 to
+    /// 28.0 and biomed OPEN recall from 7.5 to 19.2 for caption-only training).
+    pub post_learning_rate: f64,
     /// Seed conversations keep every question an image has under both hints (else the first).
     pub all_seed_questions: bool,
 }
@@ -169,6 +174,7 @@ impl DemoScale {
                 post_epochs: 0.0,
                 batch_size: 8,
                 learning_rate: 2e-3,
+                post_learning_rate: 0.0,
                 all_seed_questions,
             },
             _ => Self::new(options.quick),
@@ -188,6 +194,7 @@ impl DemoScale {
                 post_epochs: 1.0,
                 batch_size: 8,
                 learning_rate: 3e-3,
+                post_learning_rate: 3e-3,
                 all_seed_questions: false,
             }
         } else {
@@ -201,6 +208,7 @@ impl DemoScale {
                 post_epochs: 6.0,
                 batch_size: 8,
                 learning_rate: 2e-3,
+                post_learning_rate: 4e-3,
                 all_seed_questions: false,
             }
         }
@@ -916,7 +924,10 @@ pub fn run_demo(
                     mode,
                 );
                 let trained = demo.stage(&format!("{name}/train/{}", ablation.key()), |d| {
-                    let recipe = d.recipe(d.scale.post_epochs, &[])?;
+                    let recipe = d.recipe(
+                        d.scale.post_epochs,
+                        &[("learning_rate", d.scale.post_learning_rate.to_string())],
+                    )?;
                     d.train(
                         &format!("{name}-{}", ablation.key()),
                         &base_model,
