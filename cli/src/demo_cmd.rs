@@ -11,10 +11,9 @@ use adamllm::io::write_atomic;
 use adamllm::train::trainer::TrainObserver;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::DeviceArgs;
-use crate::progress::StageBar;
+use crate::progress::{self, StageBar};
 
 /// Flags of `adamllm demo`.
 #[derive(Args, Debug)]
@@ -87,14 +86,12 @@ fn run_with_progress(
 ) -> Result<DemoReport> {
     let selected = device.select()?;
     eprintln!("device: {}", selected.description);
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
+    let mut view = StageBar {
+        bar: progress::styled(
+            0,
             "{prefix:>28} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (ETA {eta})",
-        )
-        .expect("valid template"),
-    );
-    let mut view = StageBar { bar };
+        ),
+    };
     let mut report = run_demo(options, out, force, &selected.device, prebuilt, &mut view)?;
     view.bar.finish_and_clear();
     report.json["device"] = serde_json::Value::String(selected.description);

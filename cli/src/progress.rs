@@ -3,14 +3,19 @@
 use adamllm::train::trainer::{StepReport, TrainObserver, TrainPlan};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A bar over `len` items drawn with an indicatif `template` (the CLI's templates are
+/// constants, so a bad one is a programming error).
+pub fn styled(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar
+}
+
 /// A bar over `len` items with rate and ETA; hidden when stderr is not a terminal.
 pub fn bar(len: u64, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>8} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta})",
-        )
-        .expect("valid template"),
+    let bar = styled(
+        len,
+        "{prefix:>8} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta})",
     );
     bar.set_prefix(label.to_string());
     bar

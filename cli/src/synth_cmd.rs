@@ -15,7 +15,7 @@ use adamllm::synth::synthesize::{
 use adamllm::train::trainer::TrainObserver;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::progress::{StageBar, say};
 use crate::{DeviceArgs, load_model};
@@ -152,12 +152,11 @@ fn parse_mode(text: &str) -> Result<AssemblyMode, String> {
 }
 
 fn generation_bar(label: &str, unit: &str) -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
+    let bar = crate::progress::styled(
+        0,
+        &format!(
             "{{prefix:>10}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} {{msg}} (ETA {{eta}})"
-        ))
-        .expect("valid template"),
+        ),
     );
     bar.set_prefix(label.to_string());
     bar

@@ -7,7 +7,7 @@ use adamllm::train::recipe::{TrainRecipe, is_recipe_key, normalize_key};
 use adamllm::train::trainer::{StepReport, TrainObserver, TrainPlan, TrainRequest, train};
 use anyhow::{Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::DeviceArgs;
 
@@ -174,14 +174,12 @@ pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
         resume: args.resume,
         skip_bad: args.skip_bad,
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
+    let mut observer = Bar {
+        bar: crate::progress::styled(
+            0,
             "   train [{elapsed_precise}] {wide_bar} {pos}/{len} steps {msg} (ETA {eta})",
-        )
-        .expect("valid template"),
-    );
-    let mut observer = Bar { bar };
+        ),
+    };
     let summary = train(&request, &mut observer)?;
     observer.bar.finish_and_clear();
     let last = summary.losses.last().map(|l| l.loss);
