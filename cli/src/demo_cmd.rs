@@ -7,7 +7,8 @@ use adamllm::demo::run::{
     BUILD_GENERAL_IMAGES, DemoObserver, DemoOptions, DemoReport, GeneralSource, PrebuiltModels,
     run_demo,
 };
-use adamllm::io::write_atomic;
+use adamllm::io::{write_atomic, write_json_atomic};
+use adamllm::models::checkpoint::SINGLE_FILE;
 use adamllm::train::trainer::TrainObserver;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -161,12 +162,8 @@ pub fn build_models(args: DemoModelsArgs) -> Result<()> {
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut models = serde_json::Map::new();
     for name in ["base", "synthesizer", "judge"] {
-        let from = args
-            .work
-            .join("runs")
-            .join(name)
-            .join("model")
-            .join("model.safetensors");
+        let stage = &report.json["stages"][name];
+        let from = PathBuf::from(stage["model"].as_str().unwrap_or_default()).join(SINGLE_FILE);
         let bytes =
             std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?;
         if bytes.is_empty() {
@@ -174,7 +171,7 @@ pub fn build_models(args: DemoModelsArgs) -> Result<()> {
         }
         let to = args.out.join(format!("{name}.safetensors"));
         write_atomic(&to, &bytes)?;
-        models.insert(name.into(), report.json["stages"][name].clone());
+        models.insert(name.into(), stage.clone());
     }
     let build = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>(),
@@ -185,10 +182,7 @@ pub fn build_models(args: DemoModelsArgs) -> Result<()> {
         "models": models,
         "general_data": report.json["stages"]["data"],
     });
-    write_atomic(
-        &args.out.join("build.json"),
-        serde_json::to_string_pretty(&build)?.as_bytes(),
-    )?;
+    write_json_atomic(&args.out.join("build.json"), &build)?;
     eprintln!(
         "wrote {0}/base.safetensors, {0}/synthesizer.safetensors, {0}/judge.safetensors, {0}/build.json",
         args.out.display()

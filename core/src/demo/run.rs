@@ -44,7 +44,7 @@ use crate::eval::runner::{EvalOptions, run_eval};
 use crate::io::{FileError, read_json_file, write_atomic, write_json_atomic};
 use crate::models::checkpoint::SINGLE_FILE;
 use crate::models::qwen2_vl::Qwen2Vl;
-use crate::models::qwen2_vl::presets::{Preset, init_model_dir};
+use crate::models::qwen2_vl::presets::{Preset, init_model_dir, write_preset_files};
 use crate::synth::assemble::{AssemblyMode, output_files, run_assemble};
 use crate::synth::judge::{FilterOptions, judge_prompt_text, run_filter};
 use crate::synth::pairs::read_caption_pairs;
@@ -506,7 +506,7 @@ impl Demo<'_> {
     fn prebuilt(&mut self, name: &str, weights: &[u8]) -> Result<Value, String> {
         use sha2::{Digest, Sha256};
         let dir = self.out.join("runs").join(name).join("model");
-        init_model_dir(&dir, Preset::Tiny, self.seed, true).map_err(|e| e.to_string())?;
+        write_preset_files(&dir, Preset::Tiny).map_err(|e| e.to_string())?;
         write_atomic(&dir.join(SINGLE_FILE), weights).map_err(|e| e.to_string())?;
         // A damaged or foreign file fails here, named, rather than in a later stage.
         self.load(&dir)

@@ -194,9 +194,7 @@ pub fn init_model_dir(
             "already holds a model (config.json); pass --force to overwrite it",
         ));
     }
-    std::fs::create_dir_all(out).map_err(|e| FileError::io(out, e))?;
-    let cfg = preset_config(preset);
-    let (min_pixels, max_pixels) = preset_pixels(preset);
+    let cfg = write_preset_files(out, preset)?;
     let weights = random_weights(&cfg, seed);
     // The 2B shape is stored as its release is (bf16: 4.4 GB instead of 8.8 GB).
     let storage = if preset == Preset::Qwen2Vl2b {
@@ -205,6 +203,15 @@ pub fn init_model_dir(
         StorageDtype::F32
     };
     write_safetensors(&out.join(SINGLE_FILE), &weights, storage)?;
+    Ok(cfg)
+}
+
+/// Creates `out` and writes a preset's non-weight files into it (config, tokenizer, processor
+/// and generation configs, chat template); the caller writes `model.safetensors`.
+pub fn write_preset_files(out: &Path, preset: Preset) -> Result<Qwen2VlConfig, FileError> {
+    std::fs::create_dir_all(out).map_err(|e| FileError::io(out, e))?;
+    let cfg = preset_config(preset);
+    let (min_pixels, max_pixels) = preset_pixels(preset);
     write_model_files(out, &cfg, min_pixels, max_pixels)?;
     Ok(cfg)
 }
