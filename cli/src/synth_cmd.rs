@@ -118,6 +118,10 @@ pub struct FilterArgs {
     /// Worked examples in the judge prompt (0-6; fewer for judges with short context).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(0..=6))]
     pub shots: u8,
+    /// Leave the instructions out of the judge prompt (for a judge tuned on the bare
+    /// question / detailed answer / short answer layout, like `adamllm demo`'s).
+    #[arg(long)]
+    pub no_instructions: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -271,6 +275,7 @@ pub fn filter(args: FilterArgs) -> Result<()> {
             JudgePromptFormat::Chat
         },
         shots: usize::from(args.shots),
+        instructions: !args.no_instructions,
     };
     let bar = generation_bar("filter", "rows");
     let summary = run_filter(&judge, &args.input, &args.out, &options, &mut |p| {

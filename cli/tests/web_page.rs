@@ -246,6 +246,7 @@ fn cpu_page_scores_and_predictions_match_the_cli() {
         filtered.to_str().unwrap(),
         "--shots",
         "0",
+        "--no-instructions",
         "--device",
         "cpu",
     ]));

@@ -8,7 +8,7 @@ use adamllm::burn::tensor::{DType, Device};
 use adamllm::models::qwen2_vl::Qwen2Vl;
 use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
 use adamllm::synth::assemble::{AssemblyMode, run_assemble};
-use adamllm::synth::judge::{FilterOptions, judge_prompt_text, run_filter};
+use adamllm::synth::judge::{FilterOptions, judge_prompt_text, judge_triplets, run_filter};
 use adamllm::synth::pairs::read_caption_pairs;
 use adamllm::synth::seed::{SEED_TRAIN_FILE, SeedInputs, SeedOptions, build_seed_set};
 use adamllm::synth::synthesize::{SynthesizeOptions, TRIPLETS_FILE, run_synthesis};
@@ -297,6 +297,7 @@ fn synthesize_filter_assemble_on_a_trained_tiny_synthesizer() {
     ];
     let mut synthesized: Vec<Value> = Vec::new();
     let mut judge_rows = Vec::new();
+    let mut triplets = Vec::new();
     for (id, question, informative, precise, label) in judged_cases {
         let pred = format!(
             "Answer with an informative response.\n{question}<|im_end|>\n<|im_start|>assistant\n{informative}<|im_end|>\n<|im_start|>user\nAnswer with a precise response.\n{question}<|im_end|>\n<|im_start|>assistant\n{precise}<|im_end|>\n"
@@ -310,8 +311,9 @@ fn synthesize_filter_assemble_on_a_trained_tiny_synthesizer() {
             precise_answer: precise.into(),
         };
         judge_rows.push(json!({"messages": [
-            {"role": "user", "content": judge_prompt_text(&triplet, 0)},
+            {"role": "user", "content": judge_prompt_text(&triplet, 0, true)},
             {"role": "assistant", "content": label}]}));
+        triplets.push(triplet);
     }
     synthesized.push(json!({"syn_id": 9, "pred": "Answer with a precise response.\nCut off"}));
     let input = dir.join("hand_written_triplets.jsonl");
@@ -349,6 +351,24 @@ fn synthesize_filter_assemble_on_a_trained_tiny_synthesizer() {
     assert_eq!(judged[4]["pred"], Value::Null);
     assert_eq!(judged[4]["consistency"], "no_triplet");
     assert!(dir.join("filtered_task_pairs.labels.json").is_file());
+    // The batched in-memory judgement (the demo's held-out check) agrees with the filter,
+    // row for row, across a batch boundary.
+    let in_memory: Vec<String> = judge_triplets(&judge, &triplets, &options)
+        .unwrap()
+        .into_iter()
+        .map(|j| format!("{}|{}", j.label.as_str(), j.text))
+        .collect();
+    let from_filter: Vec<String> = judged[..4]
+        .iter()
+        .map(|r| {
+            format!(
+                "{}|{}",
+                r["consistency"].as_str().unwrap(),
+                r["pred"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(in_memory, from_filter);
 
     // 6. Assembly: single stage keeps the 4 pairs with a readable image, 2 with a synthetic
     // round.

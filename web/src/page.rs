@@ -257,6 +257,10 @@ pub async fn evaluate(
     })
 }
 
+/// Whether the built-in judge (`www/demo/judge`, the `adamllm demo` judge) reads its prompt
+/// with the instructions: it was tuned on the bare triplet layout, so no.
+pub const BUILT_IN_JUDGE_INSTRUCTIONS: bool = false;
+
 /// Synthesis settings the page passes.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct SynthSettings {
@@ -265,6 +269,10 @@ pub struct SynthSettings {
     /// Worked examples in the judge prompt (0-6; the built-in judge was tuned on 0).
     #[serde(default)]
     pub shots: Option<usize>,
+    /// Whether the judge prompt opens with its instructions (default: the built-in judge's
+    /// choice, see [`BUILT_IN_JUDGE_INSTRUCTIONS`]).
+    #[serde(default)]
+    pub instructions: Option<bool>,
     /// Max new tokens for the synthesizer (default 512, the paper's).
     #[serde(default)]
     pub max_new_tokens: Option<usize>,
@@ -318,6 +326,7 @@ pub async fn synthesize_and_judge(
         (Some(judge), Some(triplet)) => {
             let filter = FilterOptions {
                 shots: settings.shots.unwrap_or(0),
+                instructions: settings.instructions.unwrap_or(BUILT_IN_JUDGE_INSTRUCTIONS),
                 ..FilterOptions::default()
             };
             let judgement = judge_triplet(judge, triplet, &filter)

@@ -46,7 +46,7 @@ use crate::models::checkpoint::SINGLE_FILE;
 use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::qwen2_vl::presets::{Preset, init_model_dir, write_preset_files};
 use crate::synth::assemble::{AssemblyMode, output_files, run_assemble};
-use crate::synth::judge::{FilterOptions, judge_prompt_text, run_filter};
+use crate::synth::judge::{FilterOptions, judge_prompt_text, judge_triplets, run_filter};
 use crate::synth::pairs::read_caption_pairs;
 use crate::synth::rules::{RULE_TASKS_FILE, run_rules};
 use crate::synth::seed::{
@@ -170,7 +170,7 @@ impl DemoScale {
                 target_test_images: 0,
                 base_epochs: 4.0,
                 synthesizer_epochs: 8.0,
-                judge_epochs: 1.0,
+                judge_epochs: 3.0,
                 post_epochs: 0.0,
                 batch_size: 8,
                 learning_rate: 2e-3,
@@ -204,7 +204,7 @@ impl DemoScale {
                 target_test_images: 40,
                 base_epochs: 3.0,
                 synthesizer_epochs: 10.0,
-                judge_epochs: 1.0,
+                judge_epochs: 6.0,
                 post_epochs: 6.0,
                 batch_size: 8,
                 learning_rate: 2e-3,
@@ -531,6 +531,10 @@ fn model_of(summary: &Value) -> PathBuf {
 /// hinted multi-turn format within the demo's few epochs.
 pub const SYNTHESIZER_LEARNING_RATE: f64 = 1e-2;
 
+/// Learning rate of judge tuning (measured on the bare-layout prompts: at 3e-3 the loss
+/// leaves chance after ~400 steps).
+pub const JUDGE_LEARNING_RATE: f64 = 1e-3;
+
 /// The general domain's images with their precise and informative rounds (question, answer),
 /// read from `precise.json` and `informative.json` (one row per image, same order).
 type GeneralRounds = Vec<(Vec<PathBuf>, Vec<(String, String)>, Vec<(String, String)>)>;
@@ -591,16 +595,43 @@ fn paired_questions(general: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), St
     Ok((p_path, i_path))
 }
 
-/// Judge-tuning conversations from the general domain: every question asked under both hints
-/// gives a consistent triplet (Yes); the same question with the short answer of another
-/// question, one the reasoning does not mention, gives an inconsistent one (No).
-fn judge_conversations(general: &Path) -> Result<Vec<Value>, String> {
+/// One labelled consistency example for the judge.
+struct JudgeExample {
+    /// Index of the general image the question is about.
+    image: usize,
+    triplet: Triplet,
+    /// `Yes` or `No`.
+    label: &'static str,
+}
+
+/// Every tenth general image's examples are held out of judge tuning and scored after it.
+const JUDGE_HELD_OUT_EVERY: usize = 10;
+
+/// The first two words of a question, lower-cased: its kind ("how many", "what color",
+/// "is there"), which fixes the kind of its short answer.
+fn question_kind(question: &str) -> String {
+    question
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Judge-tuning examples from the general domain: every question asked under both hints
+/// gives a consistent triplet (Yes) and one inconsistent one (No), alternating between two
+/// kinds of wrong short answer: one of the same kind as the right one (another count, colour
+/// or place; yes for no), the error a synthesizer makes when its reasoning and its short
+/// answer drift apart, and the short answer of another kind of question. Neither is
+/// mentioned in the reasoning.
+fn judge_examples(general: &Path) -> Result<Vec<JudgeExample>, String> {
     let rounds = general_rounds(general)?;
-    let all_short: Vec<&String> = rounds
+    let all_short: Vec<(String, &String)> = rounds
         .iter()
-        .flat_map(|(_, precise, _)| precise.iter().map(|(_, a)| a))
+        .flat_map(|(_, precise, _)| precise.iter().map(|(q, a)| (question_kind(q), a)))
         .collect();
-    let mut conversations = Vec::new();
+    let mut examples = Vec::new();
+    let mut pairs = 0usize;
     for (index, (_, precise, informative)) in rounds.iter().enumerate() {
         for (question, long) in informative {
             let Some((_, short)) = precise.iter().find(|(q, _)| q == question) else {
@@ -611,30 +642,100 @@ fn judge_conversations(general: &Path) -> Result<Vec<Value>, String> {
                 informative_answer: long.clone(),
                 precise_answer: short.clone(),
             };
-            let wrong = (1..all_short.len())
-                .map(|step| all_short[(index * 7 + step) % all_short.len()])
-                .find(|a| {
-                    a.to_lowercase() != short.to_lowercase()
-                        && !long.to_lowercase().contains(&a.to_lowercase())
-                });
-            let mut labelled = vec![(yes.clone(), "Yes")];
+            let kind = question_kind(question);
+            let same_kind = pairs.is_multiple_of(2);
+            pairs += 1;
+            let unmentioned = |a: &str| {
+                a.to_lowercase() != short.to_lowercase()
+                    && !long.to_lowercase().contains(&a.to_lowercase())
+            };
+            let flipped = match short.to_lowercase().as_str() {
+                "yes" => Some("no".to_string()),
+                "no" => Some("yes".to_string()),
+                _ => None,
+            };
+            let wrong = match flipped {
+                Some(flipped) if same_kind => Some(flipped),
+                _ => (1..all_short.len())
+                    .map(|step| &all_short[(index * 7 + step) % all_short.len()])
+                    .find(|(k, a)| (*k == kind) == same_kind && unmentioned(a))
+                    .map(|(_, a)| (*a).clone()),
+            };
             if let Some(wrong) = wrong {
-                labelled.push((
-                    Triplet {
-                        precise_answer: wrong.clone(),
-                        ..yes
+                examples.push(JudgeExample {
+                    image: index,
+                    triplet: Triplet {
+                        precise_answer: wrong,
+                        ..yes.clone()
                     },
-                    "No",
-                ));
+                    label: "No",
+                });
             }
-            for (triplet, label) in labelled {
-                conversations.push(json!({"messages": [
-                    {"role": "user", "content": judge_prompt_text(&triplet, 0)},
-                    {"role": "assistant", "content": label}]}));
-            }
+            examples.push(JudgeExample {
+                image: index,
+                triplet: yes,
+                label: "Yes",
+            });
         }
     }
-    Ok(conversations)
+    Ok(examples)
+}
+
+/// The judge's prompt options in the demo: no worked examples and no instructions, the
+/// layout it was tuned on (a 2-layer model does not find the verdict's evidence behind
+/// ~150 tokens of instructions; measured in ARCHITECTURE.md).
+fn demo_filter_options(batch_size: usize) -> FilterOptions {
+    FilterOptions {
+        batch_size,
+        shots: 0,
+        instructions: false,
+        ..FilterOptions::default()
+    }
+}
+
+/// A judge-tuning conversation.
+fn judge_conversation(example: &JudgeExample) -> Value {
+    let options = demo_filter_options(1);
+    json!({"messages": [
+        {"role": "user", "content": judge_prompt_text(&example.triplet, options.shots, options.instructions)},
+        {"role": "assistant", "content": example.label}]})
+}
+
+/// Scores the tuned judge on held-out examples: accuracy and the share of each label it
+/// gets right (percent).
+fn judge_held_out_score(
+    judge: &Qwen2Vl,
+    held_out: &[&JudgeExample],
+    batch_size: usize,
+) -> Result<Value, String> {
+    let triplets: Vec<Triplet> = held_out.iter().map(|e| e.triplet.clone()).collect();
+    let judgements = judge_triplets(judge, &triplets, &demo_filter_options(batch_size))
+        .map_err(|e| e.to_string())?;
+    let percent = |label: Option<&str>| {
+        let (mut right, mut total) = (0usize, 0usize);
+        for (example, judgement) in held_out.iter().zip(&judgements) {
+            if label.is_none_or(|l| l == example.label) {
+                total += 1;
+                right += usize::from(judgement.label.as_str() == example.label.to_lowercase());
+            }
+        }
+        if total == 0 {
+            Value::Null
+        } else {
+            json!(100.0 * right as f64 / total as f64)
+        }
+    };
+    let mut labels: BTreeMap<&str, usize> = BTreeMap::new();
+    for judgement in &judgements {
+        *labels.entry(judgement.label.as_str()).or_insert(0) += 1;
+    }
+    Ok(json!({
+        "examples": held_out.len(),
+        "accuracy": percent(None),
+        "yes_recall": percent(Some("Yes")),
+        "no_recall": percent(Some("No")),
+        "labels": labels,
+    }))
 }
 
 /// What a finished demo reports.
@@ -798,12 +899,21 @@ pub fn run_demo(
         if let Some(models) = prebuilt {
             return d.prebuilt("judge", models.judge);
         }
-        let conversations = judge_conversations(&general)?;
+        let examples = judge_examples(&general)?;
+        let (held_out, tuning): (Vec<&JudgeExample>, Vec<&JudgeExample>) = examples
+            .iter()
+            .partition(|e| e.image % JUDGE_HELD_OUT_EVERY == JUDGE_HELD_OUT_EVERY - 1);
+        let conversations: Vec<Value> = tuning.iter().map(|e| judge_conversation(e)).collect();
         let file = d.out.join("runs").join("judge-data.json");
         write_json_atomic(&file, &conversations).map_err(|e| e.to_string())?;
-        let recipe = d.recipe(d.scale.judge_epochs, &[])?;
+        let recipe = d.recipe(
+            d.scale.judge_epochs,
+            &[("learning_rate", JUDGE_LEARNING_RATE.to_string())],
+        )?;
         let mut summary = d.train("judge", &base_model, vec![file], None, false, recipe)?;
         summary["conversations"] = json!(conversations.len());
+        let judge = d.load(&model_of(&summary))?;
+        summary["held_out"] = judge_held_out_score(&judge, &held_out, d.scale.batch_size)?;
         Ok(summary)
     })?;
     let judge_model = model_of(&judge);
@@ -843,11 +953,7 @@ pub fn run_demo(
         })?;
         demo.stage(&format!("{name}/filter"), |d| {
             let model = d.load(&judge_model)?;
-            let options = FilterOptions {
-                batch_size: d.scale.batch_size,
-                shots: 0,
-                ..FilterOptions::default()
-            };
+            let options = demo_filter_options(d.scale.batch_size);
             let observer = &mut *d.observer;
             let summary = run_filter(
                 &model,
@@ -1347,6 +1453,73 @@ mod tests {
         let error = refusal(build, "b");
         assert!(error.contains("no target domain"), "{error}");
         assert!(!tmp.path().join("a").exists() && !tmp.path().join("b").exists());
+    }
+
+    #[test]
+    fn judge_examples_pair_each_question_with_both_kinds_of_wrong_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let samples = generate_samples(DomainKind::General, Split::Train, 40, 3);
+        write_domain(&samples, tmp.path(), DomainKind::General, Split::Train).unwrap();
+        let examples = judge_examples(tmp.path()).unwrap();
+        let yes: Vec<&JudgeExample> = examples.iter().filter(|e| e.label == "Yes").collect();
+        let no: Vec<&JudgeExample> = examples.iter().filter(|e| e.label == "No").collect();
+        assert!(yes.len() >= 40, "{} consistent examples", yes.len());
+        // Every wrong answer follows its question's consistent example's image and question,
+        // is not the right answer and is not stated in the reasoning.
+        for wrong in &no {
+            let right = yes
+                .iter()
+                .find(|y| {
+                    y.image == wrong.image && y.triplet.instruction == wrong.triplet.instruction
+                })
+                .expect("a No without its Yes");
+            let answer = wrong.triplet.precise_answer.to_lowercase();
+            assert_ne!(answer, right.triplet.precise_answer.to_lowercase());
+            let yes_no = ["yes", "no"].contains(&answer.as_str());
+            assert!(
+                yes_no
+                    || !wrong
+                        .triplet
+                        .informative_answer
+                        .to_lowercase()
+                        .contains(&answer),
+                "{answer:?} is in {:?}",
+                wrong.triplet.informative_answer
+            );
+        }
+        // Nearly every question has a wrong answer, and both kinds are used about equally:
+        // same kind (a count for a count, yes for no) and another kind.
+        assert!(
+            no.len() * 10 >= yes.len() * 9,
+            "{} of {}",
+            no.len(),
+            yes.len()
+        );
+        let kind_of = |a: &str| {
+            if a.parse::<usize>().is_ok() {
+                "count"
+            } else if ["yes", "no"].contains(&a) {
+                "yes/no"
+            } else {
+                "word"
+            }
+        };
+        let same = no
+            .iter()
+            .filter(|w| {
+                let right = yes
+                    .iter()
+                    .find(|y| y.image == w.image && y.triplet.instruction == w.triplet.instruction)
+                    .unwrap();
+                kind_of(&w.triplet.precise_answer.to_lowercase())
+                    == kind_of(&right.triplet.precise_answer.to_lowercase())
+            })
+            .count();
+        assert!(
+            same * 10 >= no.len() * 4 && same * 10 <= no.len() * 8,
+            "{same} of {} wrong answers are of the right answer's kind",
+            no.len()
+        );
     }
 
     #[test]

@@ -158,10 +158,15 @@ pub enum JudgePromptFormat {
     Plain,
 }
 
-/// The text the judge reads for one triplet: the instructions, the first `shots` worked
-/// examples (at most 6), then the triplet in the same layout, ending at `### Verdict:`.
-pub fn judge_prompt_text(triplet: &Triplet, shots: usize) -> String {
-    let mut text = format!("{JUDGE_INSTRUCTIONS}\n");
+/// The text the judge reads for one triplet: the instructions (when `instructions`), the
+/// first `shots` worked examples (at most 6), then the triplet in the same layout, ending at
+/// `### Verdict:`.
+pub fn judge_prompt_text(triplet: &Triplet, shots: usize, instructions: bool) -> String {
+    let mut text = if instructions {
+        format!("{JUDGE_INSTRUCTIONS}\n")
+    } else {
+        String::new()
+    };
     for shot in JUDGE_SHOTS.iter().take(shots) {
         text.push_str(shot);
         text.push('\n');
@@ -188,6 +193,10 @@ pub struct FilterOptions {
     pub format: JudgePromptFormat,
     /// Worked examples in the prompt (0 to 6; 6 by default, fewer for small judges).
     pub shots: usize,
+    /// Whether the prompt opens with [`JUDGE_INSTRUCTIONS`] (the default). A judge tuned on
+    /// the bare triplet layout, like the demo's 2-layer one, reads the prompt without them:
+    /// their ~150 tokens drown the few that decide the verdict (measured in ARCHITECTURE.md).
+    pub instructions: bool,
 }
 
 impl Default for FilterOptions {
@@ -196,6 +205,7 @@ impl Default for FilterOptions {
             batch_size: 8,
             format: JudgePromptFormat::Chat,
             shots: JUDGE_SHOTS.len(),
+            instructions: true,
         }
     }
 }
@@ -300,6 +310,7 @@ pub fn run_filter(
         "input": file_digest(input)?,
         "format": format!("{:?}", options.format),
         "shots": options.shots,
+        "instructions": options.instructions,
     });
     let cache = ChunkCache::open(&filter_cache_dir(output), &run)?;
     let mut done = cache.load()?;
@@ -472,6 +483,48 @@ pub async fn judge_triplet(
     })
 }
 
+/// Judges `triplets` in batches of `options.batch_size`, in order (the demo's held-out check
+/// of its judge; [`run_filter`] does the same over a file, with a cache). Errors name the
+/// triplet's index.
+pub fn judge_triplets(
+    judge: &Qwen2Vl,
+    triplets: &[Triplet],
+    options: &FilterOptions,
+) -> Result<Vec<Judgement>, SynthError> {
+    let budget = judge_token_budget(judge);
+    let generation = judge_generation_options(budget);
+    let mut judgements = Vec::with_capacity(triplets.len());
+    let batch_size = options.batch_size.max(1);
+    for (batch_index, batch) in triplets.chunks(batch_size).enumerate() {
+        let first = batch_index * batch_size;
+        let prompts = batch
+            .iter()
+            .enumerate()
+            .map(|(i, triplet)| judge_prompt(judge, triplet, options, budget, first + i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outputs =
+            generate(judge, &prompts, &generation).map_err(|source| SynthError::Generate {
+                first,
+                last: first + batch.len() - 1,
+                source,
+            })?;
+        for (i, generated) in outputs.iter().enumerate() {
+            let text = judge
+                .processor
+                .decode(&generated.token_ids)
+                .map_err(|source| SynthError::Prompt {
+                    syn_id: first + i,
+                    source,
+                })?;
+            judgements.push(Judgement {
+                label: JudgeLabel::parse(&text),
+                text,
+            });
+        }
+    }
+    Ok(judgements)
+}
+
 /// Encodes the judge prompt of one triplet.
 fn judge_prompt(
     judge: &Qwen2Vl,
@@ -480,7 +533,7 @@ fn judge_prompt(
     budget: usize,
     syn_id: usize,
 ) -> Result<PromptInput, SynthError> {
-    let text = judge_prompt_text(triplet, options.shots);
+    let text = judge_prompt_text(triplet, options.shots, options.instructions);
     let ids = match options.format {
         JudgePromptFormat::Chat => {
             let conversation = Conversation {
@@ -540,7 +593,7 @@ mod tests {
             informative_answer: "The edge is smooth, so yes.".into(),
             precise_answer: "Yes".into(),
         };
-        let text = judge_prompt_text(&triplet, 6);
+        let text = judge_prompt_text(&triplet, 6, true);
         assert!(text.starts_with(JUDGE_INSTRUCTIONS));
         assert!(text.ends_with(
             "\n\n### Question: Is it round?\n### Detailed answer: The edge is smooth, so yes.\n### Short answer: Yes\n### Verdict:"
@@ -554,9 +607,16 @@ mod tests {
             assert!(shot.starts_with("### Question: ") && shot.contains("\n### Verdict: "));
         }
         // Fewer shots: a prefix of the examples.
-        let none = judge_prompt_text(&triplet, 0);
+        let none = judge_prompt_text(&triplet, 0, true);
         assert_eq!(none.matches("### Question: ").count(), 1);
         assert!(none.len() < text.len() / 3);
+        // Without the instructions: the bare triplet layout.
+        let bare = judge_prompt_text(&triplet, 0, false);
+        assert_eq!(
+            bare,
+            "### Question: Is it round?\n### Detailed answer: The edge is smooth, so yes.\n### Short answer: Yes\n### Verdict:"
+        );
+        assert_eq!(none, format!("{JUDGE_INSTRUCTIONS}\n{bare}"));
     }
 
     #[test]

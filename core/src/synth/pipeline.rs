@@ -13,6 +13,7 @@
 //! max_new_tokens: 512
 //! judge_format: chat               # chat | plain
 //! judge_shots: 6                   # worked examples in the judge prompt (0-6)
+//! judge_instructions: true         # open the judge prompt with its instructions
 //! train:                           # optional; without it the pipeline stops after assembly
 //!   model: models/base
 //!   config: recipes/portable-lora.yaml
@@ -73,6 +74,10 @@ fn default_batch() -> usize {
 fn default_max_new() -> usize {
     SYNTHESIS_MAX_NEW_TOKENS
 }
+fn default_judge_instructions() -> bool {
+    true
+}
+
 fn default_shots() -> usize {
     6
 }
@@ -112,6 +117,10 @@ pub struct PipelineConfig {
     /// Worked examples in the judge prompt (0 to 6).
     #[serde(default = "default_shots")]
     pub judge_shots: usize,
+    /// Whether the judge prompt opens with the instructions (true by default; false for a
+    /// judge tuned on the bare triplet layout).
+    #[serde(default = "default_judge_instructions")]
+    pub judge_instructions: bool,
     /// Post-training (optional).
     #[serde(default)]
     pub train: Option<PipelineTrain>,
@@ -343,6 +352,7 @@ pub fn run_pipeline(
                     batch_size: config.batch_size,
                     format,
                     shots: config.judge_shots.min(6),
+                    instructions: config.judge_instructions,
                 };
                 to_value(&run_filter(
                     &judge,
