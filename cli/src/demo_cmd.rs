@@ -74,6 +74,7 @@ pub const PREBUILT: PrebuiltModels<'static> = PrebuiltModels {
     base: include_bytes!("../assets/demo-models/base.safetensors"),
     synthesizer: include_bytes!("../assets/demo-models/synthesizer.safetensors"),
     judge: include_bytes!("../assets/demo-models/judge.safetensors"),
+    build: include_str!("../assets/demo-models/build.json"),
 };
 
 /// Selects the device and runs the demo (or the general models' build) under one progress

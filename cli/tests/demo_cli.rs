@@ -92,7 +92,19 @@ fn quick_demo_resumes_after_a_kill_and_reports() {
         let stage = &report["stages"][model];
         assert_eq!(stage["prebuilt"], true, "{stage}");
         assert_eq!(stage["sha256"].as_str().unwrap().len(), 64, "{stage}");
+        // How they were built comes from the committed build.json, without its paths.
+        assert!(stage["build"]["steps"].as_u64().unwrap() > 0, "{stage}");
+        assert!(stage["build"].get("model").is_none(), "{stage}");
     }
+    // The committed judge's held-out score is in the summary and the report's header.
+    let held_out = report["stages"]["judge"]["build"]["held_out"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        markdown.contains(&format!("The judge answers {held_out:.1} % of ")),
+        "{markdown}"
+    );
     for domain in ["biomed", "food"] {
         let rows = report["table"][domain].as_object().unwrap();
         assert!(

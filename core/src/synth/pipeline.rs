@@ -434,6 +434,13 @@ mod tests {
         assert_eq!(config.assembled_files().len(), 2);
         let recipe = config.train.as_ref().unwrap().recipe().unwrap();
         assert_eq!(recipe.max_steps, Some(3));
+        assert!(config.judge_instructions, "instructions are on by default");
+        std::fs::write(
+            &path,
+            "data: a\nimages: b\nsynthesizer: s\njudge: j\nout: o\njudge_instructions: false\n",
+        )
+        .unwrap();
+        assert!(!PipelineConfig::from_file(&path).unwrap().judge_instructions);
         std::fs::write(
             &path,
             "data: a\nimages: b\nsynthesizer: s\njudge: j\nout: o\nmode: three\n",
