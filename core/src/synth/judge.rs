@@ -363,19 +363,10 @@ pub fn run_filter(
             for (slot, generated) in judged.into_iter().zip(outputs) {
                 tokens += generated.token_ids.len();
                 let (id, entry) = &mut entries[slot];
-                let text = judge
-                    .processor
-                    .decode(&generated.token_ids)
-                    .map_err(|source| SynthError::Prompt {
-                        syn_id: *id,
-                        source,
-                    })?;
+                let judgement = judgement_of(judge, &generated.token_ids, *id)?;
                 if let Some(CachedEntry::Row(row)) = entry {
-                    row.insert(
-                        "consistency".into(),
-                        json!(JudgeLabel::parse(&text).as_str()),
-                    );
-                    row.insert("pred".into(), json!(text));
+                    row.insert("consistency".into(), json!(judgement.label.as_str()));
+                    row.insert("pred".into(), json!(judgement.text));
                 }
             }
         }
@@ -453,6 +444,18 @@ pub struct Judgement {
     pub label: JudgeLabel,
 }
 
+/// The judgement in the tokens a judge generated for row `syn_id`.
+fn judgement_of(judge: &Qwen2Vl, tokens: &[u32], syn_id: usize) -> Result<Judgement, SynthError> {
+    let text = judge
+        .processor
+        .decode(tokens)
+        .map_err(|source| SynthError::Prompt { syn_id, source })?;
+    Ok(Judgement {
+        label: JudgeLabel::parse(&text),
+        text,
+    })
+}
+
 /// Judges one triplet (the browser's synthesis panel; `filter` runs the same prompt and
 /// decoding in batches).
 pub async fn judge_triplet(
@@ -460,33 +463,23 @@ pub async fn judge_triplet(
     triplet: &Triplet,
     options: &FilterOptions,
 ) -> Result<Judgement, SynthError> {
-    let budget = judge_token_budget(judge);
-    let prompt = judge_prompt(judge, triplet, options, budget, 0)?;
-    let generated = generate_async(judge, &[prompt], &judge_generation_options(budget))
-        .await
-        .map_err(|source| SynthError::Generate {
-            first: 0,
-            last: 0,
-            source,
-        })?;
-    let tokens = generated
-        .first()
-        .map(|g| g.token_ids.as_slice())
-        .unwrap_or(&[]);
-    let text = judge
-        .processor
-        .decode(tokens)
-        .map_err(|source| SynthError::Prompt { syn_id: 0, source })?;
-    Ok(Judgement {
-        label: JudgeLabel::parse(&text),
-        text,
-    })
+    let mut judged = judge_triplets_async(judge, std::slice::from_ref(triplet), options).await?;
+    judged.pop().map_or_else(|| judgement_of(judge, &[], 0), Ok)
 }
 
 /// Judges `triplets` in batches of `options.batch_size`, in order (the demo's held-out check
 /// of its judge; [`run_filter`] does the same over a file, with a cache). Errors name the
 /// triplet's index.
 pub fn judge_triplets(
+    judge: &Qwen2Vl,
+    triplets: &[Triplet],
+    options: &FilterOptions,
+) -> Result<Vec<Judgement>, SynthError> {
+    pollster::block_on(judge_triplets_async(judge, triplets, options))
+}
+
+/// [`judge_triplets`] with async readback (what a browser allows).
+pub async fn judge_triplets_async(
     judge: &Qwen2Vl,
     triplets: &[Triplet],
     options: &FilterOptions,
@@ -502,24 +495,15 @@ pub fn judge_triplets(
             .enumerate()
             .map(|(i, triplet)| judge_prompt(judge, triplet, options, budget, first + i))
             .collect::<Result<Vec<_>, _>>()?;
-        let outputs =
-            generate(judge, &prompts, &generation).map_err(|source| SynthError::Generate {
+        let outputs = generate_async(judge, &prompts, &generation)
+            .await
+            .map_err(|source| SynthError::Generate {
                 first,
                 last: first + batch.len() - 1,
                 source,
             })?;
         for (i, generated) in outputs.iter().enumerate() {
-            let text = judge
-                .processor
-                .decode(&generated.token_ids)
-                .map_err(|source| SynthError::Prompt {
-                    syn_id: first + i,
-                    source,
-                })?;
-            judgements.push(Judgement {
-                label: JudgeLabel::parse(&text),
-                text,
-            });
+            judgements.push(judgement_of(judge, &generated.token_ids, first + i)?);
         }
     }
     Ok(judgements)
