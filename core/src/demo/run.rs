@@ -1239,6 +1239,16 @@ fn build_report(
             };
             Some(format!("- {name}: {claim}: {verdict} ({x:.1} vs {y:.1})"))
         };
+        let per_task: Vec<(String, Option<f64>, Option<f64>)> = columns
+            .iter()
+            .map(|(task, key, _)| {
+                (
+                    format!("{task} {key}"),
+                    score(table, name, Ablation::PaperMethod, task, key),
+                    score(table, name, Ablation::GeneralBase, task, key),
+                )
+            })
+            .collect();
         findings.extend(
             [
                 cmp(
@@ -1246,6 +1256,7 @@ fn build_report(
                     Ablation::GeneralBase,
                     "post-training beats the general base",
                 ),
+                every_task_finding(name, &per_task),
                 cmp(
                     Ablation::SynthesizerUnfiltered,
                     Ablation::RulesSingle,
@@ -1288,7 +1299,7 @@ fn build_report(
             ));
         }
     }
-    md.push_str("## How the paper's claims fare here (mean over the domain's tasks)\n\n");
+    md.push_str("## How the paper's claims fare here (means over each domain's tasks; the every-task line goes task by task)\n\n");
     for f in &findings {
         md.push_str(f);
         md.push('\n');
@@ -1313,6 +1324,38 @@ fn build_report(
         "invocation_seconds": seconds,
     });
     DemoReport { json, markdown: md }
+}
+
+/// The per-task check of "the paper's row beats the general base on every task": `tasks` holds
+/// (column, paper's row score, general base score); `None` when a score is missing.
+fn every_task_finding(
+    domain: &str,
+    tasks: &[(String, Option<f64>, Option<f64>)],
+) -> Option<String> {
+    let scored: Vec<(&str, f64, f64)> = tasks
+        .iter()
+        .map(|(column, paper, base)| Some((column.as_str(), (*paper)?, (*base)?)))
+        .collect::<Option<_>>()?;
+    let claim = format!("{domain}: the paper's row beats the general base on every task");
+    let not_above: Vec<String> = scored
+        .iter()
+        .filter(|(_, paper, base)| paper <= base)
+        .map(|(column, paper, base)| format!("{column} {paper:.1} vs {base:.1}"))
+        .collect();
+    if not_above.is_empty() {
+        let (column, paper, base) = scored
+            .iter()
+            .min_by(|a, b| (a.1 - a.2).total_cmp(&(b.1 - b.2)))?;
+        Some(format!(
+            "- {claim}: holds (smallest gain {:.1} points, {column})",
+            paper - base
+        ))
+    } else {
+        Some(format!(
+            "- {claim}: does NOT hold here (not above the base: {})",
+            not_above.join(", ")
+        ))
+    }
 }
 
 /// A finding line when the filter kept no triplet or every triplet: then the paper's row is
@@ -1578,6 +1621,33 @@ mod tests {
             judge_score_line(&json!({"prebuilt": true, "build": {}})),
             None
         );
+    }
+
+    #[test]
+    fn every_task_finding_names_the_tasks_not_above_the_base() {
+        let row =
+            |column: &str, paper: f64, base: f64| (column.to_string(), Some(paper), Some(base));
+        let mixed = [
+            row("vqa OPEN", 10.0, 0.0),
+            row("vqa CLOSED", 7.5, 12.5),
+            row("mcq acc", 20.0, 20.0),
+        ];
+        assert_eq!(
+            every_task_finding("biomed", &mixed).unwrap(),
+            "- biomed: the paper's row beats the general base on every task: does NOT hold \
+             here (not above the base: vqa CLOSED 7.5 vs 12.5, mcq acc 20.0 vs 20.0)"
+        );
+        let better = [row("dish acc", 30.0, 7.5), row("recipe rl", 18.4, 11.0)];
+        assert_eq!(
+            every_task_finding("food", &better).unwrap(),
+            "- food: the paper's row beats the general base on every task: holds (smallest gain \
+             7.4 points, recipe rl)"
+        );
+        let missing = [
+            row("dish acc", 30.0, 7.5),
+            ("recipe rl".into(), None, Some(11.0)),
+        ];
+        assert_eq!(every_task_finding("food", &missing), None);
     }
 
     #[test]
