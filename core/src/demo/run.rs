@@ -1207,6 +1207,7 @@ fn build_report(
         }
         md.push_str(" ---: |\n");
         let mut means = BTreeMap::new();
+        let mut row_scores: BTreeMap<Ablation, Vec<Option<f64>>> = BTreeMap::new();
         for ablation in Ablation::ALL {
             md.push_str(&format!("| {} |", ablation.label()));
             let values: Vec<Option<f64>> = columns
@@ -1226,6 +1227,7 @@ fn build_report(
                 means.insert(ablation, m);
             }
             md.push_str(&mean.map_or(" – |\n".into(), |m| format!(" {m:.1} |\n")));
+            row_scores.insert(ablation, values);
         }
         md.push('\n');
         let cmp = |a: Ablation, b: Ablation, claim: &str| -> Option<String> {
@@ -1241,13 +1243,9 @@ fn build_report(
         };
         let per_task: Vec<(String, Option<f64>, Option<f64>)> = columns
             .iter()
-            .map(|(task, key, _)| {
-                (
-                    format!("{task} {key}"),
-                    score(table, name, Ablation::PaperMethod, task, key),
-                    score(table, name, Ablation::GeneralBase, task, key),
-                )
-            })
+            .zip(&row_scores[&Ablation::PaperMethod])
+            .zip(&row_scores[&Ablation::GeneralBase])
+            .map(|(((task, key, _), paper), base)| (format!("{task} {key}"), *paper, *base))
             .collect();
         findings.extend(
             [
