@@ -247,6 +247,19 @@ fn foreign_folders_are_refused_and_never_emptied() {
         .unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not a folder"), "{}", stderr(&o));
+    // A folder that cannot be created (here: under a file) is named, and nothing is written.
+    let under_file = file.join("demo");
+    let o = bin()
+        .args(["demo", "--quick", "--out", under_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(under_file.to_str().unwrap()) && e.contains("cannot create"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
 }
 
 #[test]
