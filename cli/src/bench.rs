@@ -6,11 +6,10 @@ use std::time::Instant;
 use adamllm::burn::tensor::DType;
 use adamllm::device::{DeviceChoice, select_device};
 use adamllm::generation::{GenerationOptions, PromptInput, generate};
+use adamllm::models::image::ImageOptions;
 use adamllm::models::layers::tensor_to_vec;
-use adamllm::models::qwen2_vl::image_processor::process_image;
-use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
-use adamllm::models::qwen2_vl::weights::parameter_count;
-use adamllm::models::qwen2_vl::{Qwen2Vl, TokenBatch};
+use adamllm::models::registry::{family_of_preset, preset_names};
+use adamllm::models::{Model, TokenBatch};
 use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
@@ -251,15 +250,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             let mut rows = Vec::new();
             let tmp = tempfile::tempdir()?;
             for preset_name in presets.split(',') {
-                let preset: Preset = preset_name.trim().parse().map_err(anyhow::Error::msg)?;
                 let dir = tmp.path().join(preset_name.trim());
-                let cfg = init_model_dir(&dir, preset, 0, true)?;
+                let parameters = write_preset(preset_name.trim(), &dir)?;
                 for device_name in devices.split(',') {
                     let choice: DeviceChoice =
                         device_name.trim().parse().map_err(anyhow::Error::msg)?;
                     let selected = select_device(choice)?;
                     let t0 = Instant::now();
-                    let model = Qwen2Vl::load(&dir, &selected.device, DType::F32)?;
+                    let model = Model::load(&dir, &selected.device, DType::F32)?;
                     let load_seconds = t0.elapsed().as_secs_f64();
                     let peak = peak_rss_mib();
                     let prompt = bench_prompt(&model, prompt_tokens)?;
@@ -278,8 +276,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                         let out = model.forward(&b, None)?;
                         let l = b.dims().1;
                         // Read one value back so the device has really finished.
-                        let _ =
-                            tensor_to_vec(model.model.text.logits(out.hidden.narrow(1, l - 1, 1)));
+                        let _ = tensor_to_vec(model.text().logits(out.hidden.narrow(1, l - 1, 1)));
                         Ok(t.elapsed().as_secs_f64())
                     };
                     time_prefill()?; // warm-up (shader compilation on wgpu)
@@ -307,7 +304,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     rows.push(ForwardRow {
                         bench: "forward",
                         preset: preset_name.trim().to_string(),
-                        parameters: parameter_count(&cfg),
+                        parameters,
                         device: choice.to_string(),
                         adapter: selected.description.clone(),
                         batch,
@@ -341,15 +338,31 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     Ok(())
 }
 
-/// A prompt of about `text_tokens` text tokens plus one 112×84 synthetic image.
-fn bench_prompt(model: &Qwen2Vl, text_tokens: usize) -> Result<PromptInput> {
+/// Writes a random-weight folder of any family's preset; returns its parameter count.
+pub fn write_preset(name: &str, dir: &std::path::Path) -> Result<usize> {
+    let family = family_of_preset(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown preset {name:?}; expected one of {}",
+            preset_names().join(", ")
+        )
+    })?;
+    Ok(family.write_preset(name, dir, 0)?)
+}
+
+/// A prompt of about `text_tokens` text tokens plus, for a model with a vision tower, one
+/// 112×84 synthetic image.
+fn bench_prompt(model: &Model, text_tokens: usize) -> Result<PromptInput> {
     let img = image::RgbImage::from_fn(112, 84, |x, y| {
         image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
     });
-    let processed = process_image(
-        &image::DynamicImage::ImageRgb8(img),
-        &model.processor.image_config,
-    )?;
+    let processed: Vec<_> = if model.processor.images.is_some() {
+        vec![model.process_image(
+            &image::DynamicImage::ImageRgb8(img),
+            &ImageOptions::default(),
+        )?]
+    } else {
+        Vec::new()
+    };
     let words = "the stained tissue shows round nuclei near the border of the sample ";
     let mut text = String::new();
     while model
@@ -364,17 +377,27 @@ fn bench_prompt(model: &Qwen2Vl, text_tokens: usize) -> Result<PromptInput> {
     }
     let conv = adamllm::data::conversation::Conversation::user_prompt(
         &text,
-        vec![std::path::PathBuf::from("synthetic.png")],
+        processed
+            .iter()
+            .map(|_| std::path::PathBuf::from("synthetic.png"))
+            .collect(),
     );
-    let enc = model.processor.encode(
-        &conv,
-        std::slice::from_ref(&processed),
-        true,
-        adamllm::models::qwen2_vl::processor::LabelMode::AssistantTurns,
-    )?;
+    let ids = if model.processor.template.is_some() {
+        model
+            .processor
+            .encode(
+                &conv,
+                &processed,
+                true,
+                adamllm::models::prompt::LabelMode::AssistantTurns,
+            )?
+            .ids
+    } else {
+        model.processor.encode_plain(&text)?
+    };
     Ok(PromptInput {
-        ids: enc.ids,
-        images: vec![processed],
+        ids,
+        images: processed,
     })
 }
 
@@ -486,7 +509,7 @@ pub struct BenchConfig<'a> {
     /// Batch size.
     pub batch: usize,
     /// The model.
-    pub model: &'a Qwen2Vl,
+    pub model: &'a Model,
 }
 
 /// Calls `run` for every preset × device × batch in the comma-separated lists, each preset
@@ -499,13 +522,12 @@ pub fn each_config(
     mut run: impl FnMut(&BenchConfig<'_>) -> Result<()>,
 ) -> Result<()> {
     for preset_name in presets.split(',').map(str::trim) {
-        let preset: Preset = preset_name.parse().map_err(anyhow::Error::msg)?;
         let model_dir = dir.join(format!("model-{preset_name}"));
-        init_model_dir(&model_dir, preset, 0, true)?;
+        write_preset(preset_name, &model_dir)?;
         for device_name in devices.split(',').map(str::trim) {
             let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
             let selected = select_device(choice)?;
-            let model = Qwen2Vl::load(&model_dir, &selected.device, DType::F32)?;
+            let model = Model::load(&model_dir, &selected.device, DType::F32)?;
             for batch in batches.split(',').map(str::trim) {
                 run(&BenchConfig {
                     preset: preset_name,

@@ -5,9 +5,8 @@ use std::time::Instant;
 
 use adamllm::burn::tensor::DType;
 use adamllm::device::{DeviceChoice, select_device};
-use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
-use adamllm::models::qwen2_vl::weights::parameter_count;
-use adamllm::models::qwen2_vl::{Qwen2Vl, TokenBatch};
+use adamllm::models::registry::family_of_preset;
+use adamllm::models::{Model, TokenBatch};
 use adamllm::train::optimizer::{AdamW, AdamWSettings, ParamGroup, trainable_numel};
 use adamllm::train::recipe::TrainRecipe;
 use adamllm::train::trainer::{
@@ -74,7 +73,7 @@ fn recipe_for(mode: &str) -> Result<TrainRecipe> {
 
 /// A preset model loaded for training with its synthetic batch.
 struct Workload {
-    model: Qwen2Vl,
+    model: Model,
     batch: TokenBatch,
     labels: Vec<Vec<i64>>,
     adapter: String,
@@ -85,18 +84,24 @@ struct Workload {
 
 /// Loads a fresh preset model for training and makes the synthetic batch.
 fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) -> Result<Workload> {
-    let preset: Preset = preset_name.parse().map_err(anyhow::Error::msg)?;
+    let family = family_of_preset(preset_name)
+        .ok_or_else(|| anyhow::anyhow!("unknown preset {preset_name:?}"))?;
     let tmp = tempfile::tempdir()?;
-    let cfg = init_model_dir(tmp.path(), preset, 0, true)?;
+    let parameters = family.write_preset(preset_name, tmp.path(), 0)?;
     // The peak should cover loading and training (as bench/torch_train.py's does), not the
     // generation of the random weights that the PyTorch side reads from disk.
     crate::bench::reset_peak_rss();
     let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
     let selected = select_device(choice)?;
-    let mut model = Qwen2Vl::load(tmp.path(), &selected.device.clone().autodiff(), DType::F32)?;
+    let mut model = Model::load(tmp.path(), &selected.device.clone().autodiff(), DType::F32)?;
+    let vocab = model
+        .processor
+        .tokenizer
+        .get_vocab_size(true)
+        .min(model.spec.vocab_size);
     prepare_trainable(&mut model, &recipe_for(mode)?);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let high = (cfg.vocab_size - 100) as u32;
+    let high = vocab.saturating_sub(100).max(1) as u32;
     let sequences: Vec<Vec<u32>> = (0..shape.batch)
         .map(|_| {
             (0..shape.seq_len)
@@ -118,18 +123,18 @@ fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) ->
         batch,
         labels,
         adapter: selected.description,
-        parameters: parameter_count(&cfg),
+        parameters,
         _dir: tmp,
     })
 }
 
 fn step(
-    model: Qwen2Vl,
+    model: Model,
     optimizer: &mut AdamW,
     batch: &TokenBatch,
     labels: &[Vec<i64>],
     tokens: usize,
-) -> Result<Qwen2Vl> {
+) -> Result<Model> {
     let (model, _) = accumulate_and_step(
         model,
         optimizer,
@@ -157,7 +162,7 @@ pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Resu
         parameters,
         _dir,
     } = setup(preset, mode, device, shape)?;
-    let trainable = trainable_numel(&model.model);
+    let trainable = trainable_numel(&model.network);
     let mut optimizer = AdamW::new(AdamWSettings::default());
     // Every token but the first is a supervised target (labels are shifted by one).
     let tokens = shape.batch * (shape.seq_len - 1);
@@ -170,7 +175,7 @@ pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Resu
     }
     // The last step's parameter update has been read back by the next loss at the latest;
     // read one weight so the final update is finished too.
-    let _ = adamllm::models::layers::tensor_to_vec(model.model.text.norm.weight.val());
+    let _ = adamllm::models::layers::tensor_to_vec(model.text().norm.weight.val());
     let seconds = t.elapsed().as_secs_f64();
     Ok(TrainRow {
         bench: "train".into(),

@@ -30,11 +30,10 @@ use adamllm::eval::score_predictions_file;
 use adamllm::generation::{GenerationOptions, PromptInput, generate};
 use adamllm::io::write_json_atomic;
 use adamllm::loss::{encode_dataset, mean_loss};
-use adamllm::models::qwen2_vl::Qwen2Vl;
-use adamllm::models::qwen2_vl::image_processor::load_and_process;
-use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
-use adamllm::models::qwen2_vl::processor::LabelMode;
-use adamllm::models::qwen2_vl::weights::parameter_count;
+use adamllm::models::image::ImageOptions;
+use adamllm::models::prompt::LabelMode;
+use adamllm::models::registry::{family_of_preset, preset_names};
+use adamllm::models::{LoadOptions, Model};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
@@ -56,6 +55,11 @@ pub struct DeviceArgs {
     /// Float precision of weights and activations: f32 or f16 (where the device supports it).
     #[arg(long, default_value = "f32", value_parser = parse_dtype)]
     pub dtype: DType,
+    /// Chat template by name, overriding the model family's own prompt: qwen2_vl, chatml,
+    /// llama3 (= llava_next_llama3), llava_llama_3 (the AdaMLLM authors' LLaVA prompt) or
+    /// folder (the model folder's Jinja template).
+    #[arg(long)]
+    pub template: Option<String>,
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
@@ -126,9 +130,11 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// tiny (~0.2M parameters), small (~56M) or qwen2vl-2b (Qwen2-VL-2B shapes, ~2.2B, bf16).
+        /// A built-in shape: tiny, small, qwen2vl-2b (Qwen2-VL); llama-tiny, llama-small,
+        /// llama3-8b (Llama 3); llava-next-tiny, llava-next-small, llava-next-8b (LLaVA-NeXT).
+        /// The real-size ones are stored in bf16.
         #[arg(long, default_value = "tiny")]
-        preset: Preset,
+        preset: String,
         /// Seed of the random weights.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -148,7 +154,8 @@ enum Command {
         /// The user message.
         #[arg(long)]
         prompt: String,
-        /// System message (default: the Qwen2-VL default system prompt).
+        /// System message (default: the model's template's, e.g. Qwen2-VL's default system
+        /// prompt or the AdaMLLM LLaVA system prompt).
         #[arg(long)]
         system: Option<String>,
         /// Most tokens to generate.
@@ -266,10 +273,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_model(dir: &std::path::Path, device: &DeviceArgs) -> Result<(Qwen2Vl, SelectedDevice)> {
+fn load_model(dir: &std::path::Path, device: &DeviceArgs) -> Result<(Model, SelectedDevice)> {
     let selected = device.select()?;
-    let model = Qwen2Vl::load(dir, &selected.device, device.dtype)?;
+    let options = LoadOptions {
+        dtype: device.dtype,
+        template: device.template.clone(),
+    };
+    let model = Model::load_with(dir, &selected.device, &options)?;
     Ok((model, selected))
+}
+
+/// `adamllm init`: a random-weight folder of any family's preset.
+fn init_command(out: &std::path::Path, preset: &str, seed: u64, force: bool) -> Result<()> {
+    let Some(family) = family_of_preset(preset) else {
+        bail!(
+            "--preset {preset:?}: unknown preset; expected one of {}",
+            preset_names().join(", ")
+        );
+    };
+    if out.join("config.json").exists() && !force {
+        bail!(
+            "{}: already holds a model (config.json); pass --force to overwrite it",
+            out.display()
+        );
+    }
+    let parameters = family.write_preset(preset, out, seed)?;
+    println!(
+        "wrote {} ({preset} preset, {} family, {parameters} parameters, seed {seed})",
+        out.display(),
+        family.name()
+    );
+    Ok(())
 }
 
 #[cfg(feature = "benchmark-files")]
@@ -401,15 +435,7 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             preset,
             seed,
             force,
-        } => {
-            let cfg = init_model_dir(&out, preset, seed, force)?;
-            println!(
-                "wrote {} ({:?} preset, {} parameters, seed {seed})",
-                out.display(),
-                preset,
-                parameter_count(&cfg)
-            );
-        }
+        } => init_command(&out, &preset, seed, force)?,
         Command::Generate {
             model,
             image,
@@ -446,7 +472,7 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             }
             let images = image
                 .iter()
-                .map(|p| load_and_process(p, &model.processor.image_config))
+                .map(|p| model.load_image(p, &ImageOptions::default()))
                 .collect::<Result<Vec<_>, _>>()?;
             let encoded = model
                 .processor

@@ -112,8 +112,10 @@ pub struct FilterArgs {
     /// Prompts per generation call.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// chat (the judge's chat template) or plain (no template, for base models).
-    #[arg(long, default_value = "chat", value_parser = ["chat", "plain"])]
+    /// auto (chat when the judge has a chat template, else plain), chat (the judge's chat
+    /// template) or plain (no template, the tokenizer's BOS first: base models, as the paper's
+    /// Llama-3-8B judge).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "chat", "plain"])]
     pub prompt_format: String,
     /// Worked examples in the judge prompt (0-6; fewer for judges with short context).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(0..=6))]
@@ -269,11 +271,7 @@ pub fn filter(args: FilterArgs) -> Result<()> {
         .with_context(|| format!("judge {}", args.judge.display()))?;
     let options = FilterOptions {
         batch_size: args.batch_size,
-        format: if args.prompt_format == "plain" {
-            JudgePromptFormat::Plain
-        } else {
-            JudgePromptFormat::Chat
-        },
+        format: JudgePromptFormat::parse(&args.prompt_format).map_err(anyhow::Error::msg)?,
         shots: usize::from(args.shots),
         instructions: !args.no_instructions,
     };

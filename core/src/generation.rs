@@ -6,10 +6,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::models::decoder::KvCache;
+use crate::models::image::ProcessedImage;
 use crate::models::layers::tensor_to_vec_async;
-use crate::models::qwen2_vl::image_processor::ProcessedImage;
-use crate::models::qwen2_vl::text::KvCache;
-use crate::models::qwen2_vl::{ForwardError, Qwen2Vl, TokenBatch};
+use crate::models::{ForwardError, Model, TokenBatch};
 
 /// Decoding settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +80,7 @@ pub struct PromptInput {
 
 /// Generates continuations for several prompts in one left-padded batch.
 pub fn generate(
-    model: &Qwen2Vl,
+    model: &Model,
     prompts: &[PromptInput],
     options: &GenerationOptions,
 ) -> Result<Vec<Generated>, ForwardError> {
@@ -90,7 +90,7 @@ pub fn generate(
 /// [`generate`] for async callers: logits are read back with an await between steps, which
 /// is what WebGPU in a browser needs (a blocking readback there never completes).
 pub async fn generate_async(
-    model: &Qwen2Vl,
+    model: &Model,
     prompts: &[PromptInput],
     options: &GenerationOptions,
 ) -> Result<Vec<Generated>, ForwardError> {
@@ -106,7 +106,7 @@ pub async fn generate_async(
     };
     stop_ids.extend(&options.extra_stop_ids);
     let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
-    let limit = model.config.max_position_embeddings;
+    let limit = model.spec.max_positions;
     if longest + options.max_new_tokens > limit {
         return Err(ForwardError::TooLong {
             len: longest + options.max_new_tokens,
@@ -128,10 +128,9 @@ pub async fn generate_async(
     let mut next_pos: Vec<i64> = out.positions.iter().map(|p| p.next_position).collect();
     let last = out.hidden.narrow(1, l - 1, 1);
     let mut logits = model
-        .model
-        .text
+        .text()
         .logits(last)
-        .reshape([b, model.config.vocab_size]);
+        .reshape([b, model.spec.vocab_size]);
     let mut key_mask = batch.mask.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut results: Vec<Generated> = prompts
@@ -145,7 +144,7 @@ pub async fn generate_async(
     let mut done = vec![false; b];
     for step in 0..options.max_new_tokens {
         let host = tensor_to_vec_async(logits).await;
-        let vocab = model.config.vocab_size;
+        let vocab = model.spec.vocab_size;
         let mut chosen = Vec::with_capacity(b);
         for r in 0..b {
             let row = &host[r * vocab..(r + 1) * vocab];
@@ -182,13 +181,12 @@ pub async fn generate_async(
         let inputs = model.attention_inputs(&positions, &key_mask, cached);
         let ids: Vec<i64> = chosen.iter().map(|&t| t as i64).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), &model.device);
-        let embeds = model.model.text.embed(ids);
-        let hidden = model.model.text.decode(embeds, &inputs, Some(&mut cache));
+        let embeds = model.text().embed(ids);
+        let hidden = model.text().decode(embeds, &inputs, Some(&mut cache));
         logits = model
-            .model
-            .text
+            .text()
             .logits(hidden)
-            .reshape([b, model.config.vocab_size]);
+            .reshape([b, model.spec.vocab_size]);
     }
     Ok(results)
 }

@@ -6,10 +6,10 @@ use serde::Serialize;
 
 use crate::data::conversation::read_conversations;
 use crate::io::FileError;
+use crate::models::image::{ImageOptions, ProcessedImage};
 use crate::models::layers::tensor_to_vec;
-use crate::models::qwen2_vl::image_processor::{ProcessedImage, load_and_process};
-use crate::models::qwen2_vl::processor::{EncodedPrompt, LabelMode, resolve_images};
-use crate::models::qwen2_vl::{Qwen2Vl, TokenBatch};
+use crate::models::prompt::{EncodedPrompt, IGNORE_INDEX, LabelMode, resolve_images};
+use crate::models::{ForwardError, Model, TokenBatch};
 
 /// Result of `adamllm loss`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -36,7 +36,7 @@ pub struct EncodedExample {
 /// Reads a dataset and encodes every row for `model` (images relative to `images_dir`,
 /// default: the dataset's folder). Errors name the dataset file and the row, or the image.
 pub fn encode_dataset(
-    model: &Qwen2Vl,
+    model: &Model,
     data: &Path,
     images_dir: Option<&Path>,
     mode: LabelMode,
@@ -59,7 +59,8 @@ pub fn encode_dataset(
         }
         let mut images = Vec::new();
         for path in resolve_images(&row.conversation, &base) {
-            let img = load_and_process(&path, &model.processor.image_config)
+            let img = model
+                .load_image(&path, &ImageOptions::default())
                 .map_err(|e| at(format!("image {}: {e}", path.display())))?;
             images.push(img);
         }
@@ -78,11 +79,11 @@ pub fn encode_dataset(
 
 /// Mean supervised cross-entropy of `model` over encoded examples, `batch_size` at a time.
 pub fn mean_loss(
-    model: &Qwen2Vl,
+    model: &Model,
     examples: &[EncodedExample],
     batch_size: usize,
     mut on_progress: impl FnMut(usize),
-) -> Result<LossReport, crate::models::qwen2_vl::ForwardError> {
+) -> Result<LossReport, ForwardError> {
     let mut sum = 0.0f64;
     let mut tokens = 0usize;
     for chunk in examples.chunks(batch_size.max(1)) {
@@ -99,7 +100,7 @@ pub fn mean_loss(
             .iter()
             .map(|e| {
                 let mut l = e.prompt.labels.clone();
-                l.resize(len, crate::models::qwen2_vl::processor::IGNORE_INDEX);
+                l.resize(len, IGNORE_INDEX);
                 l
             })
             .collect();

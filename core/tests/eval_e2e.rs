@@ -11,7 +11,7 @@ use adamllm::eval::BenchmarkTask;
 use adamllm::eval::benchmark::{ReadOptions, read_benchmark};
 use adamllm::eval::custom_task::EvalTask;
 use adamllm::eval::runner::{EvalOptions, run_eval};
-use adamllm::models::qwen2_vl::Qwen2Vl;
+use adamllm::models::Model;
 use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
 use arrow_array::{ArrayRef, BinaryArray, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Fields};
@@ -60,10 +60,10 @@ fn write_parquet(path: &Path, image: StructArray, input: ArrayRef, label: ArrayR
     writer.close().unwrap();
 }
 
-fn tiny_model(dir: &Path) -> Qwen2Vl {
+fn tiny_model(dir: &Path) -> Model {
     let path = dir.join("model");
     init_model_dir(&path, Preset::Tiny, 2, false).unwrap();
-    Qwen2Vl::load(&path, &Device::flex(), DType::F32).unwrap()
+    Model::load(&path, &Device::flex(), DType::F32).unwrap()
 }
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {

@@ -9,7 +9,7 @@ use adamllm::burn::tensor::DType;
 use adamllm::generation::{GenerationOptions, PromptInput, generate};
 use adamllm::models::layers::tensor_to_vec;
 use adamllm::models::qwen2_vl::image_processor::ProcessedImage;
-use adamllm::models::qwen2_vl::{ForwardError, Qwen2Vl, TokenBatch};
+use adamllm::models::{ForwardError, Model, TokenBatch};
 use serde_json::Value;
 
 const LOGIT_TOL: f32 = 1e-4;
@@ -44,9 +44,9 @@ fn qwen2_text_model_matches_transformers() {
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
     for (name, selected) in common::test_devices() {
-        let model = Qwen2Vl::load(&dir, &selected.device, DType::F32).unwrap();
+        let model = Model::load(&dir, &selected.device, DType::F32).unwrap();
         assert!(
-            model.model.vision.is_none(),
+            !model.net().has_vision(),
             "{name}: a text model has no vision tower"
         );
         let batch = TokenBatch::from_sequences(vec![(ids.clone(), Vec::new())], 0, true);
@@ -75,16 +75,18 @@ fn qwen2_text_model_matches_transformers() {
         assert_eq!(out[0].token_ids, greedy, "{name}: greedy continuation");
         // Images given to a text-only model are a named error, not a crash.
         let image = ProcessedImage {
-            pixel_values: vec![0.0; 4 * model.config.vision_config.patch_dim()],
+            pixel_values: vec![0.0; 4 * 1176],
             grid_thw: [1, 2, 2],
             num_patches: 4,
-            patch_dim: model.config.vision_config.patch_dim(),
+            patch_dim: 1176,
+            tokens: 1,
+            image_size: [28, 28],
         };
         let mut with_image = ids.clone();
-        with_image.push(model.config.image_token_id);
+        with_image.push(151655);
         let batch = TokenBatch::from_sequences(vec![(with_image, vec![image])], 0, true);
         match model.logits(&batch) {
-            Err(ForwardError::NoVisionTower { images: 1 }) => {}
+            Err(ForwardError::NoVisionTower { images: 1, .. }) => {}
             other => panic!(
                 "{name}: expected NoVisionTower, got {:?}",
                 other.map(|_| ())

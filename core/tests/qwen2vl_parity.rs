@@ -9,16 +9,17 @@ mod common;
 use adamllm::burn::tensor::DType;
 use adamllm::data::conversation::Conversation;
 use adamllm::generation::{GenerationOptions, PromptInput, generate};
+use adamllm::models::Network;
+use adamllm::models::image::ImageOptions;
 use adamllm::models::layers::{tensor_from_vec, tensor_to_vec};
-use adamllm::models::qwen2_vl::image_processor::load_and_process;
-use adamllm::models::qwen2_vl::processor::LabelMode;
-use adamllm::models::qwen2_vl::{Qwen2Vl, TokenBatch};
+use adamllm::models::prompt::LabelMode;
+use adamllm::models::{Model, TokenBatch};
 use common::*;
 
 const LOGITS_TOL: f32 = 1e-4;
 const LOSS_TOL: f64 = 1e-4;
 
-fn check_case(model: &Qwen2Vl, dir: &std::path::Path, case: &str, device_name: &str) {
+fn check_case(model: &Model, dir: &std::path::Path, case: &str, device_name: &str) {
     let tag = format!(
         "{}/{case} on {device_name}",
         dir.file_name().unwrap().to_string_lossy()
@@ -35,7 +36,11 @@ fn check_case(model: &Qwen2Vl, dir: &std::path::Path, case: &str, device_name: &
     let images: Vec<_> = conversation
         .images
         .iter()
-        .map(|p| load_and_process(&dir.join(p), &model.processor.image_config).unwrap())
+        .map(|p| {
+            model
+                .load_image(&dir.join(p), &ImageOptions::default())
+                .unwrap()
+        })
         .collect();
     let generation = expected["add_generation_prompt"].as_bool().unwrap_or(false);
     let encoded = model
@@ -70,7 +75,7 @@ fn check_case(model: &Qwen2Vl, dir: &std::path::Path, case: &str, device_name: &
         model.processor.pad_id,
         false,
     );
-    let positions = model.positions(&batch);
+    let positions = model.net().positions(&batch);
     let flat: Vec<i64> = positions[0].axes.iter().flatten().copied().collect();
     assert_eq!(
         flat,
@@ -83,7 +88,10 @@ fn check_case(model: &Qwen2Vl, dir: &std::path::Path, case: &str, device_name: &
         let rows = px.len() / 1176;
         let pixels = tensor_from_vec(px, [rows, 1176], &model.device, DType::F32);
         let grids: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
-        let ours = tensor_to_vec(model.model.vision.as_ref().unwrap().forward(pixels, &grids));
+        let Network::Qwen2Vl(net) = &model.network else {
+            panic!("{tag}: not a Qwen2-VL network")
+        };
+        let ours = tensor_to_vec(net.vision.as_ref().unwrap().forward(pixels, &grids));
         let d = max_abs_diff(&ours, embeds.f32());
         assert!(d <= LOGITS_TOL, "{tag}: image embeds differ by {d}");
     }
@@ -142,7 +150,7 @@ fn check_config(name: &str) {
     cases.sort();
     assert!(cases.len() >= 2, "{name}: fixture cases missing");
     for (device_name, selected) in test_devices() {
-        let model = Qwen2Vl::load(&dir, &selected.device, DType::F32).unwrap();
+        let model = Model::load(&dir, &selected.device, DType::F32).unwrap();
         for case in &cases {
             check_case(&model, &dir, case, device_name);
         }

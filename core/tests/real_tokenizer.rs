@@ -7,8 +7,9 @@
 mod common;
 
 use adamllm::data::conversation::{Conversation, Message, Role};
+use adamllm::models::chat::ChatTemplate;
+use adamllm::models::prompt::{ImageToken, LabelMode, Processor, load_tokenizer};
 use adamllm::models::qwen2_vl::image_processor::{ImageProcessorConfig, ProcessedImage};
-use adamllm::models::qwen2_vl::processor::{LabelMode, Qwen2VlProcessor, load_tokenizer};
 
 #[test]
 fn chatml_with_an_image_encodes_like_transformers() {
@@ -32,14 +33,20 @@ fn chatml_with_an_image_encodes_like_transformers() {
             "{name}"
         );
     }
-    let processor = Qwen2VlProcessor {
+    let processor = Processor {
         tokenizer,
-        image_config: ImageProcessorConfig::default(),
-        image_pad_id: 151655,
-        im_end_id: Some(151645),
+        template: Some(ChatTemplate::Qwen2Vl),
+        images: Some(std::sync::Arc::new(ImageProcessorConfig::default())),
+        image_token: Some(ImageToken {
+            id: 151655,
+            prompt_text: "<|vision_start|><|image_pad|><|vision_end|>".into(),
+            wrapper_ids: vec![151652, 151653],
+        }),
         pad_id: 151643,
-        merge_size: 2,
+        turn_end_id: Some(151645),
+        end_of_text: None,
         max_positions: 32768,
+        folder: "real".into(),
     };
     let conversation = Conversation {
         messages: vec![
@@ -59,6 +66,8 @@ fn chatml_with_an_image_encodes_like_transformers() {
         num_patches: 16,
         patch_dim: 1176,
         grid_thw: [1, 4, 4],
+        tokens: 4,
+        image_size: [56, 56],
     };
     let encoded = processor
         .encode(&conversation, &[image], false, LabelMode::AssistantTurns)

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use adamllm::burn::tensor::{DType, Device};
-use adamllm::models::qwen2_vl::Qwen2Vl;
+use adamllm::models::Model;
 use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
 use adamllm::synth::assemble::{AssemblyMode, run_assemble};
 use adamllm::synth::judge::{FilterOptions, judge_prompt_text, judge_triplets, run_filter};
@@ -183,7 +183,7 @@ fn synthesize_filter_assemble_on_a_trained_tiny_synthesizer() {
     assert_eq!((read.pairs.len(), read.skipped.len()), (6, 2));
 
     // 4. Synthesis, batched and one at a time.
-    let model = Qwen2Vl::load(&synthesizer, &Device::flex(), DType::F32).unwrap();
+    let model = Model::load(&synthesizer, &Device::flex(), DType::F32).unwrap();
     let mut outputs = Vec::new();
     for batch_size in [3, 1] {
         let out = dir.join(format!("synth-b{batch_size}"));
@@ -325,7 +325,7 @@ fn synthesize_filter_assemble_on_a_trained_tiny_synthesizer() {
         &dir.join("judge.jsonl"),
         &[("max_steps", "60"), ("learning_rate", "1e-2")],
     );
-    let judge = Qwen2Vl::load(&judge_dir, &Device::flex(), DType::F32).unwrap();
+    let judge = Model::load(&judge_dir, &Device::flex(), DType::F32).unwrap();
     let filtered = dir.join("filtered_task_pairs.jsonl");
     let options = FilterOptions {
         batch_size: 3,

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use adamllm::burn::tensor::{DType, Device};
 use adamllm::loss::{encode_dataset, mean_loss};
+use adamllm::models::Model;
 use adamllm::models::checkpoint::CheckpointReader;
-use adamllm::models::qwen2_vl::Qwen2Vl;
+use adamllm::models::prompt::LabelMode;
 use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
-use adamllm::models::qwen2_vl::processor::LabelMode;
 use adamllm::train::recipe::TrainRecipe;
 use adamllm::train::trainer::{StepReport, TrainObserver, TrainRequest, train};
 
@@ -125,7 +125,7 @@ fn tiny_model_memorizes_on_flex_and_wgpu() {
         let png = std::fs::read(out.join("loss_curve.png")).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         // The exported model gives the same loss as training ended with.
-        let exported = Qwen2Vl::load(&out.join("model"), &selected.device, DType::F32).unwrap();
+        let exported = Model::load(&out.join("model"), &selected.device, DType::F32).unwrap();
         let examples = encode_dataset(&exported, &data, None, LabelMode::AssistantTurns).unwrap();
         let report = mean_loss(&exported, &examples, 4, |_| {}).unwrap();
         assert!(
@@ -252,7 +252,7 @@ fn lora_trains_adapters_and_merges_on_export() {
         trained.read_f32(name, &shape).unwrap()
     );
     // The merged model's loss equals the validation loss of the adapted model.
-    let merged = Qwen2Vl::load(&summary.model_dir, &Device::flex(), DType::F32).unwrap();
+    let merged = Model::load(&summary.model_dir, &Device::flex(), DType::F32).unwrap();
     let examples = encode_dataset(&merged, &data, None, LabelMode::AssistantTurns).unwrap();
     let report = mean_loss(&merged, &examples, 4, |_| {}).unwrap();
     let val = summary.val_loss.unwrap();
@@ -306,13 +306,13 @@ fn two_stage_runs_files_in_order() {
 /// answer) and trains every later token, user turns included; `assistant` trains only answers.
 #[test]
 fn synthesizer_mask_trains_everything_after_the_first_round() {
-    use adamllm::models::qwen2_vl::processor::IGNORE_INDEX;
+    use adamllm::models::prompt::IGNORE_INDEX;
     use adamllm::train::data::{DataOptions, read_train_file};
     use adamllm::train::trainer::label_mode;
 
     let tmp = tempfile::tempdir().unwrap();
     let (model_dir, _) = setup(tmp.path());
-    let model = Qwen2Vl::load(&model_dir, &Device::flex(), DType::F32).unwrap();
+    let model = Model::load(&model_dir, &Device::flex(), DType::F32).unwrap();
     let row = serde_json::json!({
         "messages": [
             {"role": "user", "content": "<image>Describe the image."},
@@ -324,21 +324,19 @@ fn synthesizer_mask_trains_everything_after_the_first_round() {
     });
     let data = tmp.path().join("seed.jsonl");
     std::fs::write(&data, format!("{row}\n")).unwrap();
-    let image_tokens = [
-        model.config.image_token_id,
-        model.config.vision_start_token_id,
-        model.config.vision_end_token_id,
-    ];
     let labels_for = |overrides: &[(&str, &str)]| -> Vec<i64> {
         let r = recipe(overrides);
         let options = DataOptions {
             mode: label_mode(&r),
             cutoff_len: r.cutoff_len,
-            image_config: model.processor.image_config.clone(),
+            images: adamllm::models::image::ImageOptions::bounds(
+                r.image_min_pixels as usize,
+                r.image_max_pixels as usize,
+            ),
             images_dir: None,
             skip_bad: false,
         };
-        let read = read_train_file(&model.processor, &image_tokens, &data, &options).unwrap();
+        let read = read_train_file(&model.processor, &data, &options).unwrap();
         read.samples[0].labels.clone()
     };
     let decode = |labels: &[i64]| {

@@ -9,13 +9,13 @@ mod common;
 
 use adamllm::burn::tensor::{DType, Device};
 use adamllm::loss::{encode_dataset, mean_loss};
-use adamllm::models::qwen2_vl::Qwen2Vl;
+use adamllm::models::Model;
+use adamllm::models::prompt::LabelMode;
 use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
-use adamllm::models::qwen2_vl::processor::LabelMode;
 
 fn our_loss(model_dir: &std::path::Path, device: &Device) -> f64 {
     let data = common::fixture("train_export/data.jsonl");
-    let model = Qwen2Vl::load(model_dir, device, DType::F32).unwrap();
+    let model = Model::load(model_dir, device, DType::F32).unwrap();
     let examples = encode_dataset(&model, &data, None, LabelMode::AssistantTurns).unwrap();
     mean_loss(&model, &examples, 2, |_| {}).unwrap().loss
 }

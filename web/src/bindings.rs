@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use adamllm::device::{DeviceChoice, SelectedDevice, select_browser_device};
+use adamllm::models::Model;
 use adamllm::models::files::ModelFiles;
-use adamllm::models::qwen2_vl::Qwen2Vl;
 use js_sys::{Array, Function, Uint8Array};
 use serde_json::json;
 use wasm_bindgen::prelude::*;
@@ -42,7 +42,7 @@ impl Role {
 #[derive(Default)]
 struct State {
     device: Option<SelectedDevice>,
-    models: BTreeMap<Role, (Rc<Qwen2Vl>, ModelInfo)>,
+    models: BTreeMap<Role, (Rc<Model>, ModelInfo)>,
 }
 
 thread_local! {
@@ -63,7 +63,7 @@ fn device() -> Result<SelectedDevice, JsError> {
         .ok_or_else(|| JsError::new("no device yet: call init_device first"))
 }
 
-fn model(role: Role) -> Result<(Rc<Qwen2Vl>, ModelInfo), JsError> {
+fn model(role: Role) -> Result<(Rc<Model>, ModelInfo), JsError> {
     STATE
         .with(|s| s.borrow().models.get(&role).cloned())
         .ok_or_else(|| JsError::new(&format!("no {role:?} loaded yet").to_lowercase()))

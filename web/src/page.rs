@@ -22,8 +22,8 @@ use adamllm::eval::runner::{
 use adamllm::io::{json_text, jsonl_text};
 use adamllm::models::checkpoint::CheckpointReader;
 use adamllm::models::files::ModelFiles;
-use adamllm::models::qwen2_vl::Qwen2Vl;
-use adamllm::models::qwen2_vl::config::Qwen2VlConfig;
+use adamllm::models::registry::ConfigSummary;
+use adamllm::models::{LoadOptions, Model};
 use adamllm::synth::judge::{FilterOptions, judge_triplet};
 use adamllm::synth::synthesize::{SynthesizeOptions, synthesize_pair};
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,9 @@ pub struct ModelInfo {
     pub bytes: u64,
     /// Parameters (elements over all checkpoint tensors).
     pub parameters: usize,
-    /// `qwen2_vl` or `qwen2` (text only).
+    /// The family that loads it (`qwen2_vl`, `llama`, `llava_next`).
+    pub family: String,
+    /// `model_type` of its config (`qwen2_vl`, `qwen2`, `llama`, `llava_next`, ...).
     pub model_type: String,
     /// Decoder layers.
     pub layers: usize,
@@ -57,7 +59,7 @@ pub struct ModelInfo {
 /// Reads a model folder's config and checkpoint headers (no weights), so the page can show
 /// its size and refuse it before loading. Errors name the file.
 pub fn inspect_model(files: &ModelFiles) -> Result<ModelInfo, String> {
-    let config = Qwen2VlConfig::from_model_files(files).map_err(|e| e.to_string())?;
+    let config = ConfigSummary::read(files).map_err(|e| e.to_string())?;
     let reader = CheckpointReader::open(files).map_err(|e| e.to_string())?;
     let (largest_tensor, largest) = reader.largest_tensor().unwrap_or_default();
     Ok(ModelInfo {
@@ -65,8 +67,9 @@ pub fn inspect_model(files: &ModelFiles) -> Result<ModelInfo, String> {
         files: files.names(),
         bytes: files.total_bytes(),
         parameters: reader.parameter_count(),
+        family: config.family.to_string(),
         model_type: config.model_type.clone(),
-        layers: config.num_hidden_layers,
+        layers: config.layers,
         hidden_size: config.hidden_size,
         vocab_size: config.vocab_size,
         largest_tensor,
@@ -96,11 +99,11 @@ pub fn check_fits(info: &ModelInfo, device: &SelectedDevice) -> Result<(), Strin
 pub fn load_model(
     files: &ModelFiles,
     device: &SelectedDevice,
-) -> Result<(Qwen2Vl, ModelInfo), String> {
+) -> Result<(Model, ModelInfo), String> {
     let info = inspect_model(files)?;
     check_fits(&info, device)?;
-    let model =
-        Qwen2Vl::load_files(files, &device.device, DType::F32).map_err(|e| e.to_string())?;
+    let model = Model::load_files(files, &device.device, &LoadOptions::dtype(DType::F32))
+        .map_err(|e| e.to_string())?;
     Ok((model, info))
 }
 
@@ -223,7 +226,7 @@ pub struct EvalOutcome {
 /// `performance.now()`; std's clock does not exist there); `on_progress(done, total)` is
 /// called at the start and after every batch.
 pub async fn evaluate(
-    model: &Qwen2Vl,
+    model: &Model,
     model_name: &str,
     settings: &EvalSettings,
     rows: &[BenchmarkRow],
@@ -299,8 +302,8 @@ pub struct SynthOutcome {
 
 /// Synthesizes a task triplet for one image + caption and, with a judge, labels it.
 pub async fn synthesize_and_judge(
-    synthesizer: &Qwen2Vl,
-    judge: Option<&Qwen2Vl>,
+    synthesizer: &Model,
+    judge: Option<&Model>,
     image_bytes: &[u8],
     settings: &SynthSettings,
     now_ms: &dyn Fn() -> f64,

@@ -87,7 +87,7 @@ fn page_evaluation_writes_the_cli_files_byte_for_byte() {
     assert!(outcome.generated_tokens > 0);
 
     // The CLI's path: the model from disk, rows from the file, files written by run_eval.
-    let disk_model = adamllm::models::qwen2_vl::Qwen2Vl::load(
+    let disk_model = adamllm::models::Model::load(
         &demo().join("model"),
         &device.device,
         adamllm::burn::tensor::DType::F32,

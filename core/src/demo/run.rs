@@ -42,8 +42,8 @@ use crate::eval::benchmark::{ReadOptions, read_benchmark};
 use crate::eval::custom_task::EvalTask;
 use crate::eval::runner::{EvalOptions, run_eval};
 use crate::io::{FileError, read_json_file, write_atomic, write_json_atomic};
+use crate::models::Model;
 use crate::models::checkpoint::SINGLE_FILE;
-use crate::models::qwen2_vl::Qwen2Vl;
 use crate::models::qwen2_vl::presets::{Preset, init_model_dir, write_preset_files};
 use crate::synth::assemble::{AssemblyMode, output_files, run_assemble};
 use crate::synth::judge::{FilterOptions, judge_prompt_text, judge_triplets, run_filter};
@@ -530,8 +530,8 @@ impl Demo<'_> {
         }))
     }
 
-    fn load(&self, dir: &Path) -> Result<Qwen2Vl, String> {
-        Qwen2Vl::load(dir, &self.device, DType::F32).map_err(|e| e.to_string())
+    fn load(&self, dir: &Path) -> Result<Model, String> {
+        Model::load(dir, &self.device, DType::F32).map_err(|e| e.to_string())
     }
 }
 
@@ -737,7 +737,7 @@ fn judge_conversation(example: &JudgeExample) -> Value {
 /// Scores the tuned judge on held-out examples: accuracy and the share of each label it
 /// gets right (percent).
 fn judge_held_out_score(
-    judge: &Qwen2Vl,
+    judge: &Model,
     held_out: &[&JudgeExample],
     batch_size: usize,
 ) -> Result<Value, String> {

@@ -32,11 +32,9 @@ use super::tasks::BenchmarkTask;
 use crate::data::conversation::Conversation;
 use crate::generation::{GenerationOptions, PromptInput, generate_async};
 use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
-use crate::models::qwen2_vl::image_processor::{
-    ImageProcessorConfig, ProcessedImage, load_and_process, process_image,
-};
-use crate::models::qwen2_vl::processor::{LabelMode, PromptError};
-use crate::models::qwen2_vl::{ForwardError, Qwen2Vl};
+use crate::models::image::{ImageOptions, ProcessedImage};
+use crate::models::prompt::{LabelMode, PromptError};
+use crate::models::{ForwardError, Model};
 
 /// Smallest image area of the paper's evaluation (pixels).
 pub const EVAL_MIN_PIXELS: usize = 224 * 224;
@@ -212,19 +210,17 @@ pub enum EvalError {
     },
 }
 
-/// The image settings of the paper's evaluation, on a copy of the model's.
-pub fn eval_image_config(model_config: &ImageProcessorConfig) -> ImageProcessorConfig {
-    let mut config = model_config.clone();
-    config.min_pixels = EVAL_MIN_PIXELS;
-    config.max_pixels = EVAL_MAX_PIXELS;
-    config
+/// The pixel budget of the paper's evaluation (Qwen2-VL between 224² and 1280·28² pixels;
+/// families without a pixel budget ignore it).
+pub fn eval_image_options() -> ImageOptions {
+    ImageOptions::bounds(EVAL_MIN_PIXELS, EVAL_MAX_PIXELS)
 }
 
 /// Evaluates `task` on `rows` (in index order; `opts.limit` keeps the first ones), writing
 /// the files listed in the module docs under `out_dir`. `on_progress(done, total)` is
 /// called at the start and after every batch; `done` counts resumed rows.
 pub fn run_eval(
-    model: &Qwen2Vl,
+    model: &Model,
     task: &EvalTask,
     rows: &[BenchmarkRow],
     out_dir: &Path,
@@ -268,7 +264,7 @@ pub fn run_eval(
     let total = targets.len();
     let mut finished = total - pending.len();
     on_progress(finished, total);
-    let image_config = eval_image_config_for(model, opts);
+    let image_config = eval_image_options_for(opts);
     let batch_size = opts.batch_size.max(1);
     let started = Instant::now();
     for batch in pending.chunks(batch_size) {
@@ -363,14 +359,12 @@ pub fn eval_targets<'a>(
     Ok(targets)
 }
 
-/// The image settings of an evaluation: the paper's, or `opts.pixels` when set.
-pub fn eval_image_config_for(model: &Qwen2Vl, opts: &EvalOptions) -> ImageProcessorConfig {
-    let mut image_config = eval_image_config(&model.processor.image_config);
-    if let Some((min, max)) = opts.pixels {
-        image_config.min_pixels = min;
-        image_config.max_pixels = max;
+/// The pixel budget of an evaluation: the paper's, or `opts.pixels` when set.
+pub fn eval_image_options_for(opts: &EvalOptions) -> ImageOptions {
+    match opts.pixels {
+        Some((min, max)) => ImageOptions::bounds(min, max),
+        None => eval_image_options(),
     }
-    image_config
 }
 
 /// The token budget of an evaluation: `opts.max_new_tokens` or the task's.
@@ -392,7 +386,7 @@ pub struct Predictions {
 /// [`run_eval`] adds files and resuming around the same batches. `on_progress(done, total)`
 /// is called at the start and after every batch.
 pub async fn predict_rows(
-    model: &Qwen2Vl,
+    model: &Model,
     task: &EvalTask,
     rows: &[BenchmarkRow],
     opts: &EvalOptions,
@@ -400,7 +394,7 @@ pub async fn predict_rows(
 ) -> Result<Predictions, EvalError> {
     let targets = eval_targets(task, rows, opts)?;
     let max_new_tokens = eval_max_new_tokens(task, opts);
-    let image_config = eval_image_config_for(model, opts);
+    let image_config = eval_image_options_for(opts);
     let mut predictions = Vec::with_capacity(targets.len());
     on_progress(0, targets.len());
     let refs: Vec<&BenchmarkRow> = targets.iter().collect();
@@ -589,25 +583,25 @@ pub fn pending_rows(
 /// Builds the prompts of a batch, generates, and decodes the answers (in row order); also
 /// returns the number of new tokens.
 async fn answer_batch(
-    model: &Qwen2Vl,
+    model: &Model,
     task: &EvalTask,
-    image_config: &ImageProcessorConfig,
+    image_config: &ImageOptions,
     rows: &[&BenchmarkRow],
     max_new_tokens: usize,
 ) -> Result<(Vec<String>, usize), EvalError> {
-    let max_positions = model.config.max_position_embeddings;
+    let max_positions = model.spec.max_positions;
     let mut prompts = Vec::with_capacity(rows.len());
     for row in rows {
         let text = task.user_text(row)?;
         let images = match &row.image {
             Some(source) => {
-                vec![
-                    load_image(source, image_config).map_err(|message| EvalError::Image {
+                vec![load_image(model, source, image_config).map_err(|message| {
+                    EvalError::Image {
                         index: row.index,
                         image: source.describe(),
                         message,
-                    })?,
-                ]
+                    }
+                })?]
             }
             None => Vec::new(),
         };
@@ -677,17 +671,20 @@ async fn answer_batch(
 
 /// Decodes and preprocesses one image; the error is a message for [`EvalError::Image`].
 fn load_image(
+    model: &Model,
     source: &ImageSource,
-    config: &ImageProcessorConfig,
+    config: &ImageOptions,
 ) -> Result<ProcessedImage, String> {
     match source {
-        ImageSource::Path(path) => {
-            load_and_process(path, config).map_err(|error| error.to_string())
-        }
+        ImageSource::Path(path) => model
+            .load_image(path, config)
+            .map_err(|error| error.to_string()),
         ImageSource::Bytes { bytes, .. } => {
             let image = image::load_from_memory(bytes)
                 .map_err(|error| format!("cannot decode the image bytes: {error}"))?;
-            process_image(&image, config).map_err(|error| error.to_string())
+            model
+                .process_image(&image, config)
+                .map_err(|error| error.to_string())
         }
     }
 }
@@ -742,7 +739,7 @@ impl Suite {
 /// comes (so only one benchmark's images are held at a time); `on_progress(task, done,
 /// total)` reports per task. An interrupted suite resumes where it stopped.
 pub fn run_suite(
-    model: &Qwen2Vl,
+    model: &Model,
     suite: Suite,
     load_rows: &mut dyn FnMut(BenchmarkTask) -> Result<Vec<BenchmarkRow>, EvalError>,
     out_dir: &Path,
@@ -986,8 +983,8 @@ mod tests {
             Some(BenchmarkTask::Recipe1M)
         );
         assert_eq!(Suite::from_arg("all"), None);
-        let config = eval_image_config(&ImageProcessorConfig::default());
-        assert_eq!(config.min_pixels, 50_176);
-        assert_eq!(config.max_pixels, 1_003_520);
+        let config = eval_image_options();
+        assert_eq!(config.min_pixels, Some(50_176));
+        assert_eq!(config.max_pixels, Some(1_003_520));
     }
 }

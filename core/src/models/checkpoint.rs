@@ -12,7 +12,7 @@ use safetensors::Dtype;
 use serde::Deserialize;
 
 use super::files::ModelFiles;
-use crate::io::{FileError, write_atomic};
+use crate::io::{FileError, write_atomic, write_atomic_with};
 
 /// File name of an unsharded checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -112,6 +112,16 @@ impl CheckpointReader {
             reader.add_shard(&ModelFiles::Dir(dir), name)?;
         }
         Ok(reader)
+    }
+
+    /// Renames every key by `rename` (keys it maps to `None` are dropped): a checkpoint saved in
+    /// another layout is read under the names the loader asks for.
+    pub fn rename_keys(&mut self, rename: impl Fn(&str) -> Option<String>) {
+        let tensors = std::mem::take(&mut self.tensors);
+        self.tensors = tensors
+            .into_iter()
+            .filter_map(|(name, loc)| rename(&name).map(|n| (n, loc)))
+            .collect();
     }
 
     fn add_shard(&mut self, files: &ModelFiles, file: &str) -> Result<(), FileError> {
@@ -370,9 +380,94 @@ pub fn write_safetensors(
     write_atomic(path, &bytes)
 }
 
+/// Writes a safetensors file tensor by tensor: the header from `entries` (name, shape) first,
+/// then each tensor's values as `values(i)` produces them, so a checkpoint larger than memory
+/// (an 8B model's random initialization) is written holding one tensor at a time. Atomic, with
+/// `{"format": "pt"}` metadata.
+pub fn write_safetensors_streaming(
+    path: &Path,
+    entries: &[(String, Vec<usize>)],
+    dtype: StorageDtype,
+    mut values: impl FnMut(usize) -> Vec<f32>,
+) -> Result<(), FileError> {
+    let (dt, width) = match dtype {
+        StorageDtype::F32 => ("F32", 4usize),
+        StorageDtype::Bf16 => ("BF16", 2usize),
+    };
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, shape) in entries {
+        let len = shape.iter().product::<usize>() * width;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dt, "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let mut header = serde_json::to_vec(&serde_json::Value::Object(header))
+        .map_err(|e| FileError::new(path, format!("cannot serialize the header: {e}")))?;
+    // The data starts 8-byte aligned, the header padded with spaces (as safetensors writes).
+    while !(8 + header.len()).is_multiple_of(8) {
+        header.push(b' ');
+    }
+    write_atomic_with(path, |file| {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(file);
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(&header)?;
+        for (i, (_, shape)) in entries.iter().enumerate() {
+            let v = values(i);
+            if v.len() != shape.iter().product::<usize>() {
+                return Err(std::io::Error::other(format!(
+                    "tensor {} has {} values for shape {shape:?}",
+                    entries[i].0,
+                    v.len()
+                )));
+            }
+            let bytes: Vec<u8> = match dtype {
+                StorageDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                StorageDtype::Bf16 => v
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            };
+            w.write_all(&bytes)?;
+        }
+        w.flush()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_writer_matches_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(SINGLE_FILE);
+        let entries = vec![
+            ("x".to_string(), vec![2, 2]),
+            ("y.bias".to_string(), vec![3]),
+        ];
+        for dtype in [StorageDtype::F32, StorageDtype::Bf16] {
+            write_safetensors_streaming(&p, &entries, dtype, |i| {
+                (0..entries[i].1.iter().product::<usize>())
+                    .map(|k| (i * 10 + k) as f32)
+                    .collect()
+            })
+            .unwrap();
+            let r = CheckpointReader::open_dir(dir.path()).unwrap();
+            assert_eq!(r.read_f32("x", &[2, 2]).unwrap(), vec![0.0, 1.0, 2.0, 3.0]);
+            assert_eq!(r.read_f32("y.bias", &[3]).unwrap(), vec![10.0, 11.0, 12.0]);
+            // safetensors' own parser accepts the file too.
+            let bytes = std::fs::read(&p).unwrap();
+            assert_eq!(
+                safetensors::SafeTensors::deserialize(&bytes).unwrap().len(),
+                2
+            );
+        }
+    }
 
     #[test]
     fn round_trip_and_errors_name_the_tensor() {

@@ -123,6 +123,20 @@ impl<'a> WeightLoader<'a> {
         })
     }
 
+    /// A `nn.LayerNorm` at `prefix` (`prefix.weight`, `prefix.bias`).
+    pub fn layer_norm(
+        &mut self,
+        prefix: &str,
+        dim: usize,
+        eps: f64,
+    ) -> Result<LayerNorm, FileError> {
+        Ok(LayerNorm {
+            weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [dim])?),
+            bias: Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [dim])?),
+            eps,
+        })
+    }
+
     /// Checkpoint keys never read (informational; extra keys are not an error).
     pub fn unused_keys(&self) -> Vec<String> {
         self.reader

@@ -27,8 +27,8 @@ use super::triplets::{Triplet, triplet_from_output};
 use crate::data::conversation::{Conversation, Message, Role};
 use crate::generation::{GenerationOptions, PromptInput, generate, generate_async};
 use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
-use crate::models::qwen2_vl::Qwen2Vl;
-use crate::models::qwen2_vl::processor::LabelMode;
+use crate::models::Model;
+use crate::models::prompt::LabelMode;
 
 /// New tokens the judge may write (the paper's budget).
 pub const JUDGE_MAX_NEW_TOKENS: usize = 2;
@@ -36,7 +36,7 @@ pub const JUDGE_MAX_NEW_TOKENS: usize = 2;
 /// The judge's token budget: [`JUDGE_MAX_NEW_TOKENS`], or more when its tokenizer needs more
 /// tokens to spell a label (real Qwen2 tokenizers spell each label as one token, so this is
 /// 2 for them; the built-in tiny tokenizer needs 3 for `Open`).
-pub fn judge_token_budget(judge: &Qwen2Vl) -> usize {
+pub fn judge_token_budget(judge: &Model) -> usize {
     ["Yes", "No", "Open"]
         .iter()
         .filter_map(|label| judge.processor.tokenizer.encode(*label, false).ok())
@@ -151,11 +151,38 @@ impl JudgeLabel {
 /// How the judge prompt is presented to the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JudgePromptFormat {
-    /// As the user turn of the model's chat template (instruction-tuned judges).
+    /// Chat when the judge has a chat template, plain when it has none (a base model such as
+    /// the paper's Meta-Llama-3-8B).
     #[default]
+    Auto,
+    /// As the user turn of the model's chat template (instruction-tuned judges).
     Chat,
-    /// As plain text with no template (base language models, as in the paper).
+    /// As plain text with no template (base language models, as in the paper), the
+    /// tokenizer's BOS first.
     Plain,
+}
+
+impl JudgePromptFormat {
+    /// `auto`, `chat` or `plain`.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "auto" => Ok(Self::Auto),
+            "chat" => Ok(Self::Chat),
+            "plain" => Ok(Self::Plain),
+            other => Err(format!(
+                "unknown judge prompt format {other:?}; expected auto, chat or plain"
+            )),
+        }
+    }
+
+    /// The format used with `judge`: `Auto` resolved by whether it has a chat template.
+    pub fn resolve(self, judge: &Model) -> Self {
+        match self {
+            Self::Auto if judge.processor.template.is_some() => Self::Chat,
+            Self::Auto => Self::Plain,
+            other => other,
+        }
+    }
 }
 
 /// The text the judge reads for one triplet: the instructions (when `instructions`), the
@@ -203,7 +230,7 @@ impl Default for FilterOptions {
     fn default() -> Self {
         Self {
             batch_size: 8,
-            format: JudgePromptFormat::Chat,
+            format: JudgePromptFormat::Auto,
             shots: JUDGE_SHOTS.len(),
             instructions: true,
         }
@@ -297,7 +324,7 @@ pub fn collected_qa(triplet: &Triplet) -> Value {
 /// Judges every row of `input` with `judge`, writing `output`, its label counts
 /// (`<stem>.labels.json`) and using a chunk cache beside it so a killed run resumes.
 pub fn run_filter(
-    judge: &Qwen2Vl,
+    judge: &Model,
     input: &Path,
     output: &Path,
     options: &FilterOptions,
@@ -445,7 +472,7 @@ pub struct Judgement {
 }
 
 /// The judgement in the tokens a judge generated for row `syn_id`.
-fn judgement_of(judge: &Qwen2Vl, tokens: &[u32], syn_id: usize) -> Result<Judgement, SynthError> {
+fn judgement_of(judge: &Model, tokens: &[u32], syn_id: usize) -> Result<Judgement, SynthError> {
     let text = judge
         .processor
         .decode(tokens)
@@ -459,7 +486,7 @@ fn judgement_of(judge: &Qwen2Vl, tokens: &[u32], syn_id: usize) -> Result<Judgem
 /// Judges one triplet (the browser's synthesis panel; `filter` runs the same prompt and
 /// decoding in batches).
 pub async fn judge_triplet(
-    judge: &Qwen2Vl,
+    judge: &Model,
     triplet: &Triplet,
     options: &FilterOptions,
 ) -> Result<Judgement, SynthError> {
@@ -471,7 +498,7 @@ pub async fn judge_triplet(
 /// of its judge; [`run_filter`] does the same over a file, with a cache). Errors name the
 /// triplet's index.
 pub fn judge_triplets(
-    judge: &Qwen2Vl,
+    judge: &Model,
     triplets: &[Triplet],
     options: &FilterOptions,
 ) -> Result<Vec<Judgement>, SynthError> {
@@ -480,7 +507,7 @@ pub fn judge_triplets(
 
 /// [`judge_triplets`] with async readback (what a browser allows).
 pub async fn judge_triplets_async(
-    judge: &Qwen2Vl,
+    judge: &Model,
     triplets: &[Triplet],
     options: &FilterOptions,
 ) -> Result<Vec<Judgement>, SynthError> {
@@ -511,15 +538,15 @@ pub async fn judge_triplets_async(
 
 /// Encodes the judge prompt of one triplet.
 fn judge_prompt(
-    judge: &Qwen2Vl,
+    judge: &Model,
     triplet: &Triplet,
     options: &FilterOptions,
     budget: usize,
     syn_id: usize,
 ) -> Result<PromptInput, SynthError> {
     let text = judge_prompt_text(triplet, options.shots, options.instructions);
-    let ids = match options.format {
-        JudgePromptFormat::Chat => {
+    let ids = match options.format.resolve(judge) {
+        JudgePromptFormat::Chat | JudgePromptFormat::Auto => {
             let conversation = Conversation {
                 messages: vec![Message {
                     role: Role::User,
@@ -535,13 +562,10 @@ fn judge_prompt(
         }
         JudgePromptFormat::Plain => judge
             .processor
-            .tokenizer
-            .encode(text.as_str(), false)
-            .map_err(|e| SynthError::Invalid(format!("syn_id {syn_id}: tokenizer: {e}")))?
-            .get_ids()
-            .to_vec(),
+            .encode_plain(&text)
+            .map_err(|source| SynthError::Prompt { syn_id, source })?,
     };
-    let max = judge.config.max_position_embeddings;
+    let max = judge.spec.max_positions;
     if ids.len() + budget > max {
         return Err(SynthError::Invalid(format!(
             "syn_id {syn_id}: the judge prompt takes {} tokens but the judge model holds {max} \

@@ -27,8 +27,8 @@ pub mod triplets;
 use std::path::PathBuf;
 
 use crate::io::FileError;
-use crate::models::qwen2_vl::ForwardError;
-use crate::models::qwen2_vl::processor::PromptError;
+use crate::models::ForwardError;
+use crate::models::prompt::PromptError;
 
 /// Why a synthesis step failed.
 #[derive(Debug, thiserror::Error)]

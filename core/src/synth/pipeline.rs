@@ -11,7 +11,7 @@
 //! seed: 0
 //! batch_size: 8
 //! max_new_tokens: 512
-//! judge_format: chat               # chat | plain
+//! judge_format: auto               # auto | chat | plain
 //! judge_shots: 6                   # worked examples in the judge prompt (0-6)
 //! judge_instructions: true         # open the judge prompt with its instructions
 //! train:                           # optional; without it the pipeline stops after assembly
@@ -41,7 +41,7 @@ use super::synthesize::{
     GenerationProgress, SYNTHESIS_MAX_NEW_TOKENS, SynthesizeOptions, TRIPLETS_FILE, run_synthesis,
 };
 use crate::io::{FileError, read_json_file, write_json_atomic};
-use crate::models::qwen2_vl::Qwen2Vl;
+use crate::models::Model;
 use crate::train::recipe::TrainRecipe;
 use crate::train::run_dir::RUN_JSON;
 use crate::train::trainer::{TrainObserver, TrainRequest, train};
@@ -82,7 +82,7 @@ fn default_shots() -> usize {
     6
 }
 fn default_format() -> String {
-    "chat".into()
+    "auto".into()
 }
 
 /// `pipeline.yaml`.
@@ -171,13 +171,7 @@ impl PipelineConfig {
 
     /// The judge prompt format.
     pub fn judge_format(&self) -> Result<JudgePromptFormat, String> {
-        match self.judge_format.as_str() {
-            "chat" => Ok(JudgePromptFormat::Chat),
-            "plain" => Ok(JudgePromptFormat::Plain),
-            other => Err(format!(
-                "unknown judge_format {other:?}; expected chat or plain"
-            )),
-        }
+        JudgePromptFormat::parse(&self.judge_format).map_err(|e| format!("judge_format: {e}"))
     }
 
     /// Digest of the settings (finished stages are reused only under the same digest).
@@ -405,8 +399,8 @@ pub fn run_pipeline(
 }
 
 /// Loads a model folder, naming its role in the error.
-fn load(dir: &Path, device: &Device, role: &str) -> Result<Qwen2Vl, SynthError> {
-    Qwen2Vl::load(dir, device, DType::F32)
+fn load(dir: &Path, device: &Device, role: &str) -> Result<Model, SynthError> {
+    Model::load(dir, device, DType::F32)
         .map_err(|e| SynthError::Invalid(format!("cannot load the {role} model: {e}")))
 }
 

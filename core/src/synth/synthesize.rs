@@ -31,11 +31,9 @@ use super::triplets::{Triplet, triplet_from_output};
 use crate::data::conversation::{Conversation, IMAGE_PLACEHOLDER, Message, Role};
 use crate::generation::{FinishReason, GenerationOptions, PromptInput, generate, generate_async};
 use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
-use crate::models::qwen2_vl::Qwen2Vl;
-use crate::models::qwen2_vl::image_processor::{
-    ImageProcessorConfig, ProcessedImage, load_and_process, process_image,
-};
-use crate::models::qwen2_vl::processor::LabelMode;
+use crate::models::Model;
+use crate::models::image::{ImageOptions, ProcessedImage};
+use crate::models::prompt::LabelMode;
 
 /// The instruction of the synthesizer's first round.
 pub const CAPTION_INSTRUCTION: &str = "Describe the image.";
@@ -143,7 +141,7 @@ pub(crate) fn file_digest(path: &Path) -> Result<String, FileError> {
 /// Runs synthesis over `pairs` (read from `input`), writing the files listed in the module
 /// docs under `out_dir`. `on_progress` is called at the start and after every batch.
 pub fn run_synthesis(
-    model: &Qwen2Vl,
+    model: &Model,
     pairs: &CaptionPairs,
     input: &Path,
     images_dir: &Path,
@@ -267,30 +265,23 @@ pub(crate) fn rate(count: usize, seconds: f64) -> f64 {
     }
 }
 
-/// The image settings of synthesis: the synthesizer's own (what it was trained with), unless
-/// `options` override them.
-pub fn synthesis_image_config(
-    model: &Qwen2Vl,
-    options: &SynthesizeOptions,
-) -> ImageProcessorConfig {
-    let mut image_config = model.processor.image_config.clone();
-    if let Some(min) = options.min_pixels {
-        image_config.min_pixels = min;
+/// The pixel budget of synthesis: the synthesizer's own (its `preprocessor_config.json`, what
+/// it was trained with), unless `options` override it.
+pub fn synthesis_image_options(options: &SynthesizeOptions) -> ImageOptions {
+    ImageOptions {
+        min_pixels: options.min_pixels,
+        max_pixels: options.max_pixels,
     }
-    if let Some(max) = options.max_pixels {
-        image_config.max_pixels = max;
-    }
-    image_config
 }
 
 /// The synthesizer's prompt for one processed image and its caption: the caption round, then
 /// an open user turn. The error is the reason the pair is skipped.
 pub fn synthesis_prompt(
-    model: &Qwen2Vl,
+    model: &Model,
     image: ProcessedImage,
     caption: &str,
 ) -> Result<PromptInput, String> {
-    let max_positions = model.config.max_position_embeddings;
+    let max_positions = model.spec.max_positions;
     let conversation = synthesis_conversation(caption);
     let encoded = model
         .processor
@@ -313,10 +304,11 @@ pub fn synthesis_prompt(
     })
 }
 
-/// Greedy decoding up to the budget (capped by the model's positions), stopping only at
-/// `<|endoftext|>`: `<|im_end|>` closes each turn the synthesizer writes.
+/// Greedy decoding up to the budget (capped by the model's positions), stopping only at the
+/// document end (`<|endoftext|>`, `<|end_of_text|>`): the turn marker closes each turn the
+/// synthesizer writes.
 pub fn synthesis_generation_options(
-    model: &Qwen2Vl,
+    model: &Model,
     options: &SynthesizeOptions,
     prompts: &[PromptInput],
 ) -> GenerationOptions {
@@ -324,9 +316,15 @@ pub fn synthesis_generation_options(
     GenerationOptions {
         max_new_tokens: options
             .max_new_tokens
-            .min(model.config.max_position_embeddings.saturating_sub(longest)),
+            .min(model.spec.max_positions.saturating_sub(longest)),
         temperature: 0.0,
-        stop_ids: Some(vec![model.processor.pad_id]),
+        stop_ids: Some(vec![
+            model
+                .processor
+                .end_of_text
+                .as_ref()
+                .map_or(model.processor.pad_id, |e| e.id),
+        ]),
         ..GenerationOptions::default()
     }
 }
@@ -347,12 +345,13 @@ pub struct SynthesizedPair {
 /// Synthesizes one decoded image with its caption (the browser's synthesis panel; the
 /// `synthesize` command runs the same prompt and decoding in batches).
 pub async fn synthesize_pair(
-    model: &Qwen2Vl,
+    model: &Model,
     image: &image::DynamicImage,
     caption: &str,
     options: &SynthesizeOptions,
 ) -> Result<SynthesizedPair, SynthError> {
-    let processed = process_image(image, &synthesis_image_config(model, options))
+    let processed = model
+        .process_image(image, &synthesis_image_options(options))
         .map_err(|error| SynthError::Invalid(format!("image: {error}")))?;
     let prompt = synthesis_prompt(model, processed, caption).map_err(SynthError::Invalid)?;
     let prompts = [prompt];
@@ -389,19 +388,19 @@ pub fn finish_reason_name(reason: FinishReason) -> &'static str {
 /// Synthesizes one batch: returns the cache entries (rows and skips) in id order and the
 /// number of generated tokens.
 fn synthesize_batch(
-    model: &Qwen2Vl,
+    model: &Model,
     images_dir: &Path,
     batch: &[&CaptionPair],
     options: &SynthesizeOptions,
 ) -> Result<(Vec<(usize, CachedEntry)>, usize), SynthError> {
-    let image_config = synthesis_image_config(model, options);
+    let image_config = synthesis_image_options(options);
     let mut entries: Vec<(usize, Option<CachedEntry>)> = Vec::with_capacity(batch.len());
     let mut prompts = Vec::new();
     let mut prompt_rows = Vec::new();
     for (position, pair) in batch.iter().enumerate() {
         entries.push((pair.syn_id, None));
         let path = image_path(images_dir, &pair.image);
-        let image = match load_and_process(&path, &image_config) {
+        let image = match model.load_image(&path, &image_config) {
             Ok(image) => image,
             Err(error) => {
                 entries[position].1 = Some(CachedEntry::Skipped(format!(

@@ -23,8 +23,18 @@ pub const PRECISE_HINT: &str = "Answer with a precise response.";
 /// The hint line asking for an answer with reasoning.
 pub const INFORMATIVE_HINT: &str = "Answer with an informative response.";
 
-const TURN_START: &str = "<|im_start|>";
-const TURN_END: &str = "<|im_end|>";
+use crate::models::chat::{CHATML_MARKERS, LLAMA3_MARKERS, TurnMarkers};
+
+/// The turn markers a synthesizer's output uses: Llama 3's when it holds them (a LLaVA-NeXT
+/// synthesizer), ChatML's otherwise (Qwen2-VL). The filter reads synthesis files without the
+/// synthesizer, so the text itself decides.
+pub fn detect_markers(generated: &str) -> TurnMarkers {
+    if generated.contains(LLAMA3_MARKERS.end) || generated.contains(LLAMA3_MARKERS.start) {
+        LLAMA3_MARKERS
+    } else {
+        CHATML_MARKERS
+    }
+}
 
 /// Which answer style a question asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,18 +55,24 @@ pub struct Turn {
     pub content: String,
 }
 
-/// Splits generated text into complete turns. The trailing unfinished turn is dropped.
+/// Splits generated text into complete turns (markers detected from the text). The trailing
+/// unfinished turn is dropped.
 pub fn split_turns(generated: &str) -> Vec<Turn> {
+    split_turns_with(generated, detect_markers(generated))
+}
+
+/// [`split_turns`] with given turn markers.
+pub fn split_turns_with(generated: &str, markers: TurnMarkers) -> Vec<Turn> {
     let mut turns = Vec::new();
-    for (index, segment) in generated.split(TURN_START).enumerate() {
-        let Some(end) = segment.find(TURN_END) else {
+    for (index, segment) in generated.split(markers.start).enumerate() {
+        let Some(end) = segment.find(markers.end) else {
             continue; // cut off by the token limit (or empty)
         };
         let body = &segment[..end];
         let (role, content) = if index == 0 {
             ("user", body)
         } else {
-            match body.split_once('\n') {
+            match body.split_once(markers.header_end) {
                 Some((role, content)) => (role.trim(), content),
                 None => continue,
             }
@@ -318,6 +334,22 @@ mod tests {
         assert!(triplet_from_output(&one_sided).is_none());
         assert!(triplet_from_output("").is_none());
         assert!(triplet_from_output("no special tokens at all").is_none());
+    }
+
+    #[test]
+    fn llama3_turns_of_a_llava_synthesizer_parse_alike() {
+        // What the authors' LLaVA-NeXT synthesizer writes after the open user header.
+        let text = "Answer with a precise response.\nIs it round?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nYes<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAnswer with an informative response.\nIs it round?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nIts outline is a circle, so yes.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAnswer with";
+        assert_eq!(detect_markers(text), LLAMA3_MARKERS);
+        let turns = split_turns(text);
+        assert_eq!(turns.len(), 4);
+        assert_eq!(turns[1].role, "assistant");
+        assert_eq!(turns[1].content, "Yes");
+        let t = triplet_from_output(text).unwrap();
+        assert_eq!(t.instruction, "Is it round?");
+        assert_eq!(t.precise_answer, "Yes");
+        assert_eq!(t.informative_answer, "Its outline is a circle, so yes.");
+        assert_eq!(detect_markers("A<|im_end|>"), CHATML_MARKERS);
     }
 
     #[test]

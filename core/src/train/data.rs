@@ -11,21 +11,20 @@ use serde::Serialize;
 
 use crate::data::conversation::read_conversations;
 use crate::io::FileError;
-use crate::models::qwen2_vl::TokenBatch;
-use crate::models::qwen2_vl::image_processor::{
-    ImageProcessorConfig, ProcessedImage, load_and_process, smart_resize,
+use crate::models::TokenBatch;
+use crate::models::image::{
+    ImageOptions, ImagePreprocessor, ImageProcessorError, ProcessedImage, layout_of_file,
+    load_and_process_with,
 };
-use crate::models::qwen2_vl::processor::{
-    IGNORE_INDEX, LabelMode, Qwen2VlProcessor, resolve_images,
-};
+use crate::models::prompt::{IGNORE_INDEX, LabelMode, Processor, resolve_images};
 
-/// An image of a training sample: where it is and the patch grid it will have.
+/// An image of a training sample: where it is and the layout (tokens, grid) it will have.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageRef {
     /// File.
     pub path: PathBuf,
-    /// `[t, h, w]` in patches.
-    pub grid_thw: [usize; 3],
+    /// The processed image without pixels.
+    pub layout: ProcessedImage,
 }
 
 /// One tokenized training sample.
@@ -84,30 +83,12 @@ pub struct DataOptions {
     pub mode: LabelMode,
     /// Longest sample in tokens.
     pub cutoff_len: usize,
-    /// Image resizing (min/max pixels from the recipe).
-    pub image_config: ImageProcessorConfig,
+    /// Pixel budget of the images (the recipe's min/max pixels).
+    pub images: ImageOptions,
     /// Folder image paths are relative to (default: the dataset's folder).
     pub images_dir: Option<PathBuf>,
     /// Skip bad rows (recorded) instead of failing.
     pub skip_bad: bool,
-}
-
-/// The patch grid an image file will get, from its header only.
-fn image_grid(path: &Path, cfg: &ImageProcessorConfig) -> Result<[usize; 3], String> {
-    if !path.is_file() {
-        return Err(format!("image {} not found", path.display()));
-    }
-    let (w, h) =
-        image::image_dimensions(path).map_err(|e| format!("image {}: {e}", path.display()))?;
-    let (rh, rw) = smart_resize(
-        h as usize,
-        w as usize,
-        cfg.factor(),
-        cfg.min_pixels,
-        cfg.max_pixels,
-    )
-    .map_err(|e| format!("image {}: {e}", path.display()))?;
-    Ok([1, rh / cfg.patch_size, rw / cfg.patch_size])
 }
 
 /// Cuts `ids`/`labels` to `cutoff`, or `None` when the cut would fall inside (or before) image
@@ -134,11 +115,11 @@ pub fn truncate_sample(
 
 /// Reads and tokenizes one dataset file.
 pub fn read_train_file(
-    processor: &Qwen2VlProcessor,
-    image_token_ids: &[u32],
+    processor: &Processor,
     path: &Path,
     options: &DataOptions,
 ) -> Result<TrainData, FileError> {
+    let image_token_ids = processor.image_token_ids();
     let rows = read_conversations(path)?;
     let base: PathBuf = options
         .images_dir
@@ -172,10 +153,14 @@ pub fn read_train_file(
         let mut images = Vec::new();
         let mut bad = None;
         for image_path in resolve_images(&row.conversation, &base) {
-            match image_grid(&image_path, &options.image_config) {
-                Ok(grid_thw) => images.push(ImageRef {
+            let layout = match processor.image_processor() {
+                Ok(p) => layout_of_file(&image_path, p, &options.images),
+                Err(e) => Err(e.to_string()),
+            };
+            match layout {
+                Ok(layout) => images.push(ImageRef {
                     path: image_path,
-                    grid_thw,
+                    layout,
                 }),
                 Err(e) => {
                     bad = Some(e);
@@ -187,16 +172,8 @@ pub fn read_train_file(
             fail(reason, &mut out)?;
             continue;
         }
-        // The tokenizer only needs each image's grid; pixels are decoded per micro-batch.
-        let shapes: Vec<ProcessedImage> = images
-            .iter()
-            .map(|im| ProcessedImage {
-                pixel_values: Vec::new(),
-                num_patches: im.grid_thw.iter().product(),
-                patch_dim: options.image_config.patch_dim(),
-                grid_thw: im.grid_thw,
-            })
-            .collect();
+        // The tokenizer only needs each image's layout; pixels are decoded per micro-batch.
+        let shapes: Vec<ProcessedImage> = images.iter().map(|im| im.layout.clone()).collect();
         let encoded = match processor.encode(&row.conversation, &shapes, false, options.mode) {
             Ok(e) => e,
             Err(e) => {
@@ -205,7 +182,7 @@ pub fn read_train_file(
             }
         };
         let (mut ids, mut labels) = (encoded.ids, encoded.labels);
-        match truncate_sample(&mut ids, &mut labels, options.cutoff_len, image_token_ids) {
+        match truncate_sample(&mut ids, &mut labels, options.cutoff_len, &image_token_ids) {
             None => {
                 out.dropped_too_long += 1;
                 continue;
@@ -242,14 +219,17 @@ pub fn epoch_order(n: usize, seed: u64, stage: usize, epoch: usize) -> Vec<usize
 /// Builds the model inputs of a micro-batch (right-padded, pixels decoded now) and its labels.
 pub fn micro_batch(
     pad_id: u32,
+    processor: Option<&dyn ImagePreprocessor>,
     samples: &[&TrainSample],
-    image_config: &ImageProcessorConfig,
+    options: &ImageOptions,
 ) -> Result<(TokenBatch, Vec<Vec<i64>>), FileError> {
     let mut sequences = Vec::with_capacity(samples.len());
     for s in samples {
         let mut images = Vec::with_capacity(s.images.len());
         for im in &s.images {
-            let processed = load_and_process(&im.path, image_config)
+            let processed = processor
+                .ok_or(ImageProcessorError::TextOnly)
+                .and_then(|p| load_and_process_with(&im.path, p, options))
                 .map_err(|e| FileError::new(&im.path, format!("{e} (sample {})", s.source)))?;
             images.push(processed);
         }

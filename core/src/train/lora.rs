@@ -15,9 +15,9 @@ use serde_json::json;
 
 use crate::io::{FileError, write_json_atomic};
 use crate::models::checkpoint::{NamedTensor, StorageDtype, write_safetensors};
-use crate::models::layers::{Linear, LoraAdapter, tensor_from_vec, tensor_to_vec, transpose_2d};
-use crate::models::qwen2_vl::Qwen2VlModel;
-use crate::models::qwen2_vl::export::transformers_name;
+use crate::models::export::module_checkpoint_name;
+use crate::models::layers::{LoraAdapter, tensor_from_vec, tensor_to_vec, transpose_2d};
+use crate::models::{FamilyNetwork, Part};
 
 /// File names of a PEFT adapter folder.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -35,65 +35,46 @@ pub struct LoraSettings {
     pub dropout: f64,
     /// Module names to wrap (last path component: `q_proj`, `qkv`, ...).
     pub targets: Vec<String>,
+    /// The parts adapters may go in (the language model, plus unfrozen towers).
+    pub parts: Vec<Part>,
 }
 
-/// Calls `f` with the module path (`text.layers.0.self_attn.q_proj`) of every linear layer of
-/// the model, in a fixed order.
-pub fn for_each_linear(model: &mut Qwen2VlModel, mut f: impl FnMut(&str, &mut Linear)) {
-    if let Some(vision) = model.vision.as_mut() {
-        f("vision.patch_embed", &mut vision.patch_embed);
-        for (i, block) in vision.blocks.iter_mut().enumerate() {
-            let p = format!("vision.blocks.{i}");
-            f(&format!("{p}.attn.qkv"), &mut block.attn.qkv);
-            f(&format!("{p}.attn.proj"), &mut block.attn.proj);
-            f(&format!("{p}.mlp.fc1"), &mut block.mlp.fc1);
-            f(&format!("{p}.mlp.fc2"), &mut block.mlp.fc2);
-        }
-        f("vision.merger.fc1", &mut vision.merger.fc1);
-        f("vision.merger.fc2", &mut vision.merger.fc2);
-    }
-    for (i, layer) in model.text.layers.iter_mut().enumerate() {
-        let p = format!("text.layers.{i}");
-        let a = &mut layer.self_attn;
-        f(&format!("{p}.self_attn.q_proj"), &mut a.q_proj);
-        f(&format!("{p}.self_attn.k_proj"), &mut a.k_proj);
-        f(&format!("{p}.self_attn.v_proj"), &mut a.v_proj);
-        f(&format!("{p}.self_attn.o_proj"), &mut a.o_proj);
-        let m = &mut layer.mlp;
-        f(&format!("{p}.mlp.gate_proj"), &mut m.gate_proj);
-        f(&format!("{p}.mlp.up_proj"), &mut m.up_proj);
-        f(&format!("{p}.mlp.down_proj"), &mut m.down_proj);
-    }
-    if let Some(head) = model.text.lm_head.as_mut() {
-        f("text.lm_head", head);
-    }
-}
-
-/// Whether the linear layer at `path` is a LoRA target: the last component of its
-/// transformers name (`q_proj`, `qkv`, `fc1`; the merger's layers are `0` and `2`) is listed,
-/// as PEFT matches `target_modules` names. The patch embedding (a Conv3d in transformers,
-/// which PEFT's LoRA cannot wrap) never is.
-pub fn is_target(path: &str, targets: &[String]) -> bool {
-    if path == "vision.patch_embed" {
+/// Whether the linear layer at `path` is a LoRA target: it lies in a part the settings adapt
+/// (the language model; the vision tower and projector only when the recipe trains them, as
+/// LLaMA-Factory excludes frozen towers from `lora_target`) and the last component of its
+/// transformers name (`q_proj`, `qkv`, `fc1`; Qwen2-VL's merger layers are `0` and `2`) is
+/// listed, as PEFT matches `target_modules` names. Patch embeddings (convolutions in
+/// transformers, which PEFT's LoRA cannot wrap) never are.
+pub fn is_target(net: &dyn FamilyNetwork, path: &str, settings: &LoraSettings) -> bool {
+    if path.ends_with("patch_embed") || path.ends_with("patch_embedding") {
         return false;
     }
-    let name = transformers_name(path);
+    if !settings.parts.contains(&net.part_of(path)) {
+        return false;
+    }
+    let name = module_checkpoint_name(net, path);
     let last = name.rsplit('.').next().unwrap_or(&name);
-    targets.iter().any(|t| t == last)
+    settings.targets.iter().any(|t| t == last)
 }
 
 /// Attaches fresh adapters (seeded) to every target layer; returns how many were attached.
 pub fn attach_lora(
-    model: &mut Qwen2VlModel,
+    net: &mut dyn FamilyNetwork,
     settings: &LoraSettings,
     seed: u64,
     device: &Device,
 ) -> usize {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4c6f_5241);
     let mut count = 0;
-    let dtype = model.text.embed_tokens.val().dtype();
-    for_each_linear(model, |path, linear| {
-        if !is_target(path, &settings.targets) {
+    let dtype = net.text().embed_tokens.val().dtype();
+    let mut targets = Vec::new();
+    net.for_each_linear(&mut |path, _| targets.push(path.to_string()));
+    let targets: std::collections::HashSet<String> = targets
+        .into_iter()
+        .filter(|p| is_target(&*net, p, settings))
+        .collect();
+    net.for_each_linear(&mut |path, linear| {
+        if !targets.contains(path) {
             return;
         }
         let (fan_in, fan_out) = (linear.in_features(), linear.out_features());
@@ -113,8 +94,8 @@ pub fn attach_lora(
 }
 
 /// Adds every adapter's `(α/r)·A·B` into its dense weight and removes the adapters.
-pub fn merge_lora(model: &mut Qwen2VlModel) {
-    for_each_linear(model, |_, linear| {
+pub fn merge_lora(net: &mut dyn FamilyNetwork) {
+    net.for_each_linear(&mut |_, linear| {
         if let Some(lora) = linear.lora.take() {
             let merged = linear.weight.val() + lora.delta_weight();
             linear.weight = Param::from_tensor(merged.detach());
@@ -124,11 +105,24 @@ pub fn merge_lora(model: &mut Qwen2VlModel) {
 
 /// The adapters as PEFT names them: `base_model.model.<key>.lora_A.weight` (`[r, in]`) and
 /// `...lora_B.weight` (`[out, r]`).
-pub fn peft_tensors(model: &mut Qwen2VlModel) -> Vec<NamedTensor> {
+pub fn peft_tensors(net: &mut dyn FamilyNetwork) -> Vec<NamedTensor> {
+    let mut adapted = Vec::new();
+    net.for_each_linear(&mut |path, linear| {
+        if linear.lora.is_some() {
+            adapted.push(path.to_string());
+        }
+    });
+    let names: std::collections::HashMap<String, String> = adapted
+        .into_iter()
+        .map(|p| {
+            let name = module_checkpoint_name(&*net, &p);
+            (p, name)
+        })
+        .collect();
     let mut out = Vec::new();
-    for_each_linear(model, |path, linear| {
+    net.for_each_linear(&mut |path, linear| {
         let Some(lora) = &linear.lora else { return };
-        let key = format!("base_model.model.{}", transformers_name(path));
+        let key = format!("base_model.model.{}", names[path]);
         let [fan_in, r] = lora.a.dims();
         let [_, fan_out] = lora.b.dims();
         out.push(NamedTensor {
@@ -145,16 +139,49 @@ pub fn peft_tensors(model: &mut Qwen2VlModel) -> Vec<NamedTensor> {
     out
 }
 
+/// PEFT's `target_modules` for the adapters attached: the short names (`q_proj`, ...) when
+/// they pick exactly the adapted layers, else every adapted layer's full name (PEFT matches
+/// a listed name against the end of each module path, so a short `q_proj` would also wrap a
+/// frozen CLIP tower's `q_proj`).
+pub fn peft_target_modules(net: &mut dyn FamilyNetwork, settings: &LoraSettings) -> Vec<String> {
+    let mut adapted = Vec::new();
+    let mut others = Vec::new();
+    net.for_each_linear(&mut |path, linear| {
+        if linear.lora.is_some() {
+            adapted.push(path.to_string());
+        } else {
+            others.push(path.to_string());
+        }
+    });
+    let short = |p: &String| {
+        let name = module_checkpoint_name(&*net, p);
+        name.rsplit('.').next().unwrap_or(&name).to_string()
+    };
+    let collides = others
+        .iter()
+        .filter(|p| !p.ends_with("patch_embed") && !p.ends_with("patch_embedding"))
+        .any(|p| settings.targets.contains(&short(p)));
+    if collides {
+        adapted
+            .iter()
+            .map(|p| module_checkpoint_name(&*net, p))
+            .collect()
+    } else {
+        settings.targets.clone()
+    }
+}
+
 /// Writes a PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`) that
 /// `peft.PeftModel.from_pretrained(base, dir)` loads.
 pub fn save_peft_adapter(
-    model: &mut Qwen2VlModel,
+    model: &mut dyn FamilyNetwork,
     settings: &LoraSettings,
     base_model_dir: &Path,
     out: &Path,
 ) -> Result<(), FileError> {
     std::fs::create_dir_all(out).map_err(|e| FileError::io(out, e))?;
     let tensors = peft_tensors(model);
+    let target_modules = peft_target_modules(model, settings);
     write_safetensors(&out.join(ADAPTER_WEIGHTS), &tensors, StorageDtype::F32)?;
     let base = std::fs::canonicalize(base_model_dir).unwrap_or(base_model_dir.to_path_buf());
     let config = json!({
@@ -163,7 +190,7 @@ pub fn save_peft_adapter(
         "r": settings.rank,
         "lora_alpha": settings.alpha,
         "lora_dropout": settings.dropout,
-        "target_modules": settings.targets,
+        "target_modules": target_modules,
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,
@@ -179,38 +206,4 @@ pub fn save_peft_adapter(
         "revision": null
     });
     write_json_atomic(&out.join(ADAPTER_CONFIG), &config)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peft_prefixes() {
-        assert_eq!(
-            transformers_name("text.layers.2.mlp.down_proj"),
-            "model.layers.2.mlp.down_proj"
-        );
-        assert_eq!(
-            transformers_name("vision.merger.fc2"),
-            "visual.merger.mlp.2"
-        );
-        assert!(is_target(
-            "text.layers.0.self_attn.q_proj",
-            &["q_proj".to_string()]
-        ));
-        assert!(!is_target(
-            "vision.blocks.0.attn.qkv",
-            &["q_proj".to_string()]
-        ));
-        // transformers calls the merger's layers mlp.0 / mlp.2, so `fc1` (PEFT) means the
-        // vision blocks' fc1 only.
-        let fc1 = ["fc1".to_string()];
-        assert!(is_target("vision.blocks.1.mlp.fc1", &fc1));
-        assert!(!is_target("vision.merger.fc1", &fc1));
-        assert!(!is_target(
-            "vision.patch_embed",
-            &["patch_embed".to_string()]
-        ));
-    }
 }

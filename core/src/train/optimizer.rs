@@ -17,6 +17,7 @@ use burn::tensor::Tensor;
 use crate::io::FileError;
 use crate::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
 use crate::models::layers::{tensor_from_vec, tensor_to_vec};
+use crate::models::paths::ModulePath;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,20 +69,20 @@ pub struct AdamW {
 
 /// Collects `(path, id)` of every trainable float parameter.
 struct TrainableParams {
-    path: Vec<String>,
+    path: ModulePath,
     out: Vec<(String, ParamId)>,
 }
 
 impl ModuleVisitor for TrainableParams {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if param.val().is_require_grad() {
-            self.out.push((self.path.join("."), param.id));
+            self.out.push((self.path.joined(), param.id));
         }
     }
 }
@@ -89,7 +90,7 @@ impl ModuleVisitor for TrainableParams {
 /// Module paths and ids of the trainable parameters of `module`.
 pub fn trainable_params<M: Module>(module: &M) -> Vec<(String, ParamId)> {
     let mut v = TrainableParams {
-        path: Vec::new(),
+        path: ModulePath::new(),
         out: Vec::new(),
     };
     module.visit(&mut v);
@@ -159,16 +160,16 @@ struct StepMapper<'a, G: Fn(&str) -> ParamGroup> {
     lr: f64,
     grad_scale: f64,
     group_of: G,
-    path: Vec<String>,
+    path: ModulePath,
 }
 
 impl<G: Fn(&str) -> ParamGroup> ModuleMapper for StepMapper<'_, G> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -176,7 +177,7 @@ impl<G: Fn(&str) -> ParamGroup> ModuleMapper for StepMapper<'_, G> {
         let Some(grad) = self.grads.remove::<D>(id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
-        let path = self.path.join(".");
+        let path = self.path.joined();
         let group = (self.group_of)(&path);
         let s = self.optimizer.settings;
         let lr = self.lr * group.lr_multiplier;
@@ -254,7 +255,7 @@ impl AdamW {
             lr,
             grad_scale,
             group_of,
-            path: Vec::new(),
+            path: ModulePath::new(),
         };
         module.map(&mut mapper)
     }

@@ -69,7 +69,7 @@ pub const DEFAULT_LORA_TARGETS: [&str; 7] = [
 
 /// Every recipe key, in the order the struct declares them. A test keeps it in step with the
 /// struct.
-pub const RECIPE_KEYS: [&str; 33] = [
+pub const RECIPE_KEYS: [&str; 34] = [
     "finetuning_type",
     "lora_rank",
     "lora_alpha",
@@ -103,6 +103,7 @@ pub const RECIPE_KEYS: [&str; 33] = [
     "val_size",
     "train_on_prompt",
     "mask_mode",
+    "template",
 ];
 
 /// Keys left out of [`TrainRecipe::fingerprint`]: they decide how often the run logs and saves,
@@ -193,6 +194,10 @@ pub struct TrainRecipe {
     pub train_on_prompt: bool,
     /// `assistant` or `synthesizer`; see [`MaskMode`]. Default `assistant` (ours).
     pub mask_mode: MaskMode,
+    /// Chat template by name (LLaMA-Factory's key; `qwen2_vl`, `llama3`, `llava_llama_3`,
+    /// `chatml`, `folder`, ...). Default: unset, the model family's own prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 impl Default for TrainRecipe {
@@ -231,6 +236,7 @@ impl Default for TrainRecipe {
             val_size: 0.0,
             train_on_prompt: false,
             mask_mode: MaskMode::Assistant,
+            template: None,
         }
     }
 }
@@ -347,6 +353,19 @@ impl TrainRecipe {
             })
         }
         let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
+        if let Some(t) = &self.template
+            && !crate::models::chat::TEMPLATE_NAMES
+                .iter()
+                .any(|(name, _)| name == t)
+        {
+            return bad(
+                "template",
+                format!(
+                    "unknown template {t:?}; expected one of {}",
+                    crate::models::prompt::template_names()
+                ),
+            );
+        }
         if self.finetuning_type == FinetuningType::Lora {
             if self.lora_rank == 0 {
                 return bad("lora_rank", "must be at least 1");
@@ -697,7 +716,7 @@ pub fn close_keys(name: &str) -> Vec<&'static str> {
 }
 
 /// LLaMA-Factory keys that have no place in an adamllm recipe, with what to do instead.
-const LLAMAFACTORY_ELSEWHERE: [(&str, &str); 13] = [
+const LLAMAFACTORY_ELSEWHERE: [(&str, &str); 12] = [
     ("model_name_or_path", "pass the model folder with --model"),
     ("dataset", "pass data files with --data"),
     (
@@ -713,10 +732,6 @@ const LLAMAFACTORY_ELSEWHERE: [(&str, &str); 13] = [
     ("resume_from_checkpoint", "pass --resume"),
     ("bf16", "remove it: adamllm trains in float32"),
     ("fp16", "remove it: adamllm trains in float32"),
-    (
-        "template",
-        "remove it: the model's own chat template is used",
-    ),
     ("stage", "remove it: adamllm trains supervised (sft) only"),
     ("do_train", "remove it"),
     ("plot_loss", "remove it: the loss curve is always plotted"),
@@ -849,7 +864,20 @@ mod tests {
 
     #[test]
     fn key_list_matches_struct() {
-        let v = serde_json::to_value(TrainRecipe::default()).unwrap();
+        // `template` is left out when unset (so recipes without it keep their fingerprint).
+        let with_template = TrainRecipe {
+            template: Some("llama3".into()),
+            ..TrainRecipe::default()
+        };
+        assert_eq!(
+            TrainRecipe::default().fingerprint(),
+            TrainRecipe {
+                template: None,
+                ..TrainRecipe::default()
+            }
+            .fingerprint()
+        );
+        let v = serde_json::to_value(with_template).unwrap();
         let mut serialized: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
         let mut listed: Vec<String> = TrainRecipe::keys().iter().map(|s| s.to_string()).collect();
         serialized.sort();

@@ -27,11 +27,12 @@ use super::run_dir::{DataPosition, LossRecord, RunDir, RunDirError, TrainerState
 use super::schedule::{LrSchedule, micro_batches_per_epoch, total_optimizer_steps};
 use crate::io::{FileError, write_jsonl_atomic};
 use crate::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
+use crate::models::export::{parameters_where, save_model_dir};
+use crate::models::image::ImageOptions;
 use crate::models::layers::{tensor_from_vec, tensor_to_vec};
-use crate::models::qwen2_vl::export::{parameters_where, save_model_dir};
-use crate::models::qwen2_vl::image_processor::ImageProcessorConfig;
-use crate::models::qwen2_vl::processor::LabelMode;
-use crate::models::qwen2_vl::{Qwen2Vl, Qwen2VlModel, TokenBatch};
+use crate::models::paths::ModulePath;
+use crate::models::prompt::LabelMode;
+use crate::models::{FamilyNetwork, LoadOptions, Model, Network, Part, TokenBatch};
 
 /// Trainable parameters in a checkpoint folder, keyed by module path.
 pub const TRAINABLE_FILE: &str = "trainable.safetensors";
@@ -77,10 +78,10 @@ pub enum TrainError {
     Recipe(String),
     /// Loading the model failed.
     #[error(transparent)]
-    Model(#[from] crate::models::qwen2_vl::LoadModelError),
+    Model(#[from] crate::models::LoadModelError),
     /// The forward pass failed.
     #[error(transparent)]
-    Forward(#[from] crate::models::qwen2_vl::ForwardError),
+    Forward(#[from] crate::models::ForwardError),
     /// No usable training sample.
     #[error("{0}")]
     EmptyDataset(String),
@@ -252,80 +253,160 @@ pub fn label_mode(recipe: &TrainRecipe) -> LabelMode {
 }
 
 /// Learning-rate multiplier and weight decay of a parameter, by module path: the vision
-/// tower (patch embedding and blocks, not the merger) gets `vision_lr_multiplier`; biases
-/// and `nn.LayerNorm` parameters get no weight decay, as transformers'
-/// `Trainer.get_decay_parameter_names` decides (RMSNorm weights do decay there).
-pub fn param_group(path: &str, recipe: &TrainRecipe) -> ParamGroup {
-    let vision_tower = path.starts_with("vision.") && !path.starts_with("vision.merger.");
-    let is_bias = path.ends_with(".bias");
-    let layer_norm = path.starts_with("vision.")
-        && (path.contains(".norm1.") || path.contains(".norm2.") || path.contains(".ln_q."));
+/// tower (not the projector) gets `vision_lr_multiplier`; biases and `nn.LayerNorm`
+/// parameters get no weight decay, as transformers' `Trainer.get_decay_parameter_names`
+/// decides (RMSNorm weights do decay there).
+pub fn param_group(net: &dyn FamilyNetwork, path: &str, recipe: &TrainRecipe) -> ParamGroup {
     ParamGroup {
-        lr_multiplier: if vision_tower {
+        lr_multiplier: if net.part_of(path) == Part::VisionTower {
             recipe.vision_lr_multiplier
         } else {
             1.0
         },
-        decay: !is_bias && !layer_norm,
+        decay: !net.no_decay(path),
     }
 }
 
 /// Freezes what the recipe keeps fixed and attaches LoRA adapters (returned settings) for
 /// `finetuning_type: lora`.
-pub fn prepare_trainable(model: &mut Qwen2Vl, recipe: &TrainRecipe) -> Option<LoraSettings> {
-    let m = &mut model.model;
+pub fn prepare_trainable(model: &mut Model, recipe: &TrainRecipe) -> Option<LoraSettings> {
+    let device = model.device.clone();
+    let net = model.network.family_mut();
     match recipe.finetuning_type {
         FinetuningType::Lora => {
-            m.vision = m.vision.clone().map(|v| v.no_grad());
-            m.text = m.text.clone().no_grad();
+            for part in [Part::VisionTower, Part::Projector, Part::LanguageModel] {
+                net.freeze(part);
+            }
             let settings = LoraSettings {
                 rank: recipe.lora_rank,
                 alpha: recipe.lora_alpha_value(),
                 dropout: recipe.lora_dropout,
                 targets: recipe.lora_target_modules(),
+                parts: lora_parts(recipe),
             };
-            attach_lora(m, &settings, recipe.seed, &model.device);
+            attach_lora(net, &settings, recipe.seed, &device);
             Some(settings)
         }
         FinetuningType::Full | FinetuningType::Freeze => {
-            if let Some(vision) = m.vision.as_mut() {
-                if recipe.freeze_vision_tower {
-                    vision.patch_embed = vision.patch_embed.clone().no_grad();
-                    vision.blocks = vision
-                        .blocks
-                        .clone()
-                        .into_iter()
-                        .map(|b| b.no_grad())
-                        .collect();
-                }
-                if recipe.freeze_multi_modal_projector {
-                    vision.merger = vision.merger.clone().no_grad();
-                }
+            if recipe.freeze_vision_tower {
+                net.freeze(Part::VisionTower);
+            }
+            if recipe.freeze_multi_modal_projector {
+                net.freeze(Part::Projector);
             }
             if recipe.freeze_language_model {
-                m.text = m.text.clone().no_grad();
+                net.freeze(Part::LanguageModel);
             }
             if recipe.finetuning_type == FinetuningType::Freeze {
-                // LLaMA-Factory `freeze`: only some decoder layers of the language model train.
-                let n = m.text.layers.len() as i64;
-                let k = recipe.freeze_trainable_layers;
-                let trainable = |i: i64| if k >= 0 { i >= n - k } else { i < -k };
-                m.text.embed_tokens = m.text.embed_tokens.clone().set_require_grad(false);
-                m.text.norm = m.text.norm.clone().no_grad();
-                m.text.lm_head = m.text.lm_head.clone().map(|h| h.no_grad());
-                m.text.layers = std::mem::take(&mut m.text.layers)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, l)| if trainable(i as i64) { l } else { l.no_grad() })
-                    .collect();
+                freeze_all_but_last_layers(net.text_mut(), recipe.freeze_trainable_layers);
             }
             None
         }
     }
 }
 
+/// The parts LoRA adapters go in: the language model, and the vision tower or projector when
+/// the recipe does not freeze them.
+pub fn lora_parts(recipe: &TrainRecipe) -> Vec<Part> {
+    let mut parts = vec![Part::LanguageModel];
+    if !recipe.freeze_vision_tower {
+        parts.push(Part::VisionTower);
+    }
+    if !recipe.freeze_multi_modal_projector {
+        parts.push(Part::Projector);
+    }
+    parts
+}
+
+/// LLaMA-Factory `freeze`: only some decoder layers of the language model train (`k > 0`: the
+/// last k, `k < 0`: the first -k).
+fn freeze_all_but_last_layers(text: &mut crate::models::decoder::TextModel, k: i64) {
+    let n = text.layers.len() as i64;
+    let trainable = |i: i64| if k >= 0 { i >= n - k } else { i < -k };
+    text.embed_tokens = text.embed_tokens.clone().set_require_grad(false);
+    text.norm = text.norm.clone().no_grad();
+    text.lm_head = text.lm_head.clone().map(|h| h.no_grad());
+    text.layers = std::mem::take(&mut text.layers)
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| if trainable(i as i64) { l } else { l.no_grad() })
+        .collect();
+}
+
+/// The optimizer group of every parameter, looked up by path while the optimizer consumes the
+/// network (so the family cannot be asked then).
+pub struct ParamGroups(std::collections::HashMap<String, ParamGroup>);
+
+impl ParamGroups {
+    /// The groups of every parameter of `model` under `recipe`.
+    pub fn of(model: &Model, recipe: &TrainRecipe) -> Self {
+        let net = model.net();
+        Self(
+            all_param_paths(&model.network)
+                .into_iter()
+                .map(|p| {
+                    let g = param_group(net, &p, recipe);
+                    (p, g)
+                })
+                .collect(),
+        )
+    }
+
+    /// The group of `path` (full learning rate with decay for an unknown path).
+    pub fn of_path(&self, path: &str) -> ParamGroup {
+        self.0.get(path).copied().unwrap_or(ParamGroup {
+            lr_multiplier: 1.0,
+            decay: true,
+        })
+    }
+}
+
+/// Every float parameter's module path.
+fn all_param_paths(module: &Network) -> Vec<String> {
+    struct Paths(ModulePath, Vec<String>);
+    impl burn::module::ModuleVisitor for Paths {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.0.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.0.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+            self.1.push(self.0.joined());
+        }
+    }
+    let mut v = Paths(ModulePath::new(), Vec::new());
+    module.visit(&mut v);
+    v.1
+}
+
+/// What building a micro-batch needs of a model, cheap to hold while the model trains.
+pub struct Batcher {
+    pad_id: u32,
+    images: Option<std::sync::Arc<dyn crate::models::image::ImagePreprocessor>>,
+}
+
+impl Batcher {
+    /// The batcher of `model`.
+    pub fn of(model: &Model) -> Self {
+        Self {
+            pad_id: model.processor.pad_id,
+            images: model.processor.images.clone(),
+        }
+    }
+
+    /// The inputs and labels of a micro-batch (pixels decoded now).
+    pub fn batch(
+        &self,
+        samples: &[&TrainSample],
+        options: &ImageOptions,
+    ) -> Result<(TokenBatch, Vec<Vec<i64>>), FileError> {
+        micro_batch(self.pad_id, self.images.as_deref(), samples, options)
+    }
+}
+
 /// Writes the trainable parameters (module paths as keys).
-fn save_trainable(model: &Qwen2VlModel, file: &Path) -> Result<(), FileError> {
+fn save_trainable(model: &Network, file: &Path) -> Result<(), FileError> {
     let trainable: std::collections::HashSet<String> = trainable_params(model)
         .into_iter()
         .map(|(p, _)| p)
@@ -344,20 +425,20 @@ fn save_trainable(model: &Qwen2VlModel, file: &Path) -> Result<(), FileError> {
 /// Replaces parameters by the values stored under their module path.
 struct LoadByPath<'a> {
     reader: &'a CheckpointReader,
-    path: Vec<String>,
+    path: ModulePath,
     loaded: usize,
     error: Option<FileError>,
 }
 
 impl ModuleMapper for LoadByPath<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
+        let path = self.path.joined();
         if !self.reader.contains(&path) || self.error.is_some() {
             return param;
         }
@@ -381,12 +462,12 @@ impl ModuleMapper for LoadByPath<'_> {
     }
 }
 
-fn load_trainable(model: Qwen2VlModel, file: &Path) -> Result<Qwen2VlModel, FileError> {
+fn load_trainable(model: Network, file: &Path) -> Result<Network, FileError> {
     let reader = CheckpointReader::open_files(&[file.to_path_buf()])?;
     let expected = reader.names().len();
     let mut mapper = LoadByPath {
         reader: &reader,
-        path: Vec::new(),
+        path: ModulePath::new(),
         loaded: 0,
         error: None,
     };
@@ -408,25 +489,17 @@ fn load_trainable(model: Qwen2VlModel, file: &Path) -> Result<Qwen2VlModel, File
 
 /// Mean loss over samples, no gradients (validation).
 fn evaluate(
-    model: &Qwen2Vl,
+    model: &Model,
     samples: &[TrainSample],
     batch_size: usize,
-    image_config: &ImageProcessorConfig,
+    images: &ImageOptions,
 ) -> Result<f64, TrainError> {
-    let valid = Qwen2Vl {
-        model: model.model.valid(),
-        config: model.config.clone(),
-        processor: model.processor.clone(),
-        generation: model.generation.clone(),
-        dir: model.dir.clone(),
-        device: model.model.text.embed_tokens.val().inner().device(),
-        dtype: model.dtype,
-    };
+    let valid = model.valid();
     let mut sum = 0.0;
     let mut tokens = 0usize;
     let refs: Vec<&TrainSample> = samples.iter().collect();
     for chunk in refs.chunks(batch_size.max(1)) {
-        let (batch, labels) = micro_batch(valid.processor.pad_id, chunk, image_config)?;
+        let (batch, labels) = Batcher::of(&valid).batch(chunk, images)?;
         let (loss_sum, n) = valid.loss_sum(&batch, &labels)?;
         sum += tensor_to_vec(loss_sum)[0] as f64;
         tokens += n;
@@ -460,7 +533,7 @@ pub struct StepOutcome {
 /// applied with AdamW. `seed_of(k)` seeds the device RNG (dropout) before micro-batch `k`.
 #[allow(clippy::too_many_arguments)]
 pub fn accumulate_and_step(
-    mut model: Qwen2Vl,
+    mut model: Model,
     optimizer: &mut AdamW,
     micro_batches: usize,
     step_tokens: usize,
@@ -469,7 +542,7 @@ pub fn accumulate_and_step(
     max_grad_norm: f64,
     seed_of: impl Fn(usize) -> u64,
     group_of: impl Fn(&str) -> ParamGroup,
-) -> Result<(Qwen2Vl, StepOutcome), TrainError> {
+) -> Result<(Model, StepOutcome), TrainError> {
     let mut accumulator = GradientsAccumulator::new();
     let mut losses = Vec::with_capacity(micro_batches);
     for k in 0..micro_batches {
@@ -478,17 +551,17 @@ pub fn accumulate_and_step(
         let (loss_sum, _) = model.loss_sum(&batch, &labels)?;
         let loss = loss_sum / step_tokens.max(1) as f64;
         losses.push(loss.clone().detach());
-        let grads = GradientsParams::from_grads(loss.backward(), &model.model);
-        accumulator.accumulate(&model.model, grads);
+        let grads = GradientsParams::from_grads(loss.backward(), &model.network);
+        accumulator.accumulate(&model.network, grads);
     }
     let loss = tensor_to_vec(Tensor::cat(losses, 0).inner())
         .iter()
         .map(|&x| x as f64)
         .sum();
     let grads = accumulator.grads();
-    let grad_norm = global_grad_norm(&model.model, &grads);
+    let grad_norm = global_grad_norm(&model.network, &grads);
     let scale = clip_factor(grad_norm, max_grad_norm);
-    model.model = optimizer.step(model.model, grads, lr, scale, group_of);
+    model.network = optimizer.step(model.network, grads, lr, scale, group_of);
     Ok((model, StepOutcome { loss, grad_norm }))
 }
 
@@ -506,32 +579,27 @@ pub fn train(
         return Err(TrainError::EmptyDataset("no --data file given".into()));
     }
     let train_device = request.device.clone().autodiff();
-    let mut model = Qwen2Vl::load(&request.model_dir, &train_device, DType::F32)?;
+    let load = LoadOptions {
+        dtype: DType::F32,
+        template: recipe.template.clone(),
+    };
+    let mut model = Model::load_with(&request.model_dir, &train_device, &load)?;
 
     // Data.
-    let mut image_config = model.processor.image_config.clone();
-    image_config.min_pixels = recipe.image_min_pixels as usize;
-    image_config.max_pixels = recipe.image_max_pixels as usize;
+    let image_options = ImageOptions::bounds(
+        recipe.image_min_pixels as usize,
+        recipe.image_max_pixels as usize,
+    );
     let options = DataOptions {
         mode: label_mode(recipe),
         cutoff_len: recipe.cutoff_len,
-        image_config: image_config.clone(),
+        images: image_options,
         images_dir: request.images_dir.clone(),
         skip_bad: request.skip_bad,
     };
-    let image_tokens = [
-        model.config.image_token_id,
-        model.config.vision_start_token_id,
-        model.config.vision_end_token_id,
-    ];
     let mut files: Vec<TrainData> = Vec::new();
     for path in &request.data {
-        files.push(read_train_file(
-            &model.processor,
-            &image_tokens,
-            path,
-            &options,
-        )?);
+        files.push(read_train_file(&model.processor, path, &options)?);
     }
     let skipped: Vec<SkippedSample> = files.iter().flat_map(|f| f.skipped.clone()).collect();
     let dropped_too_long = files.iter().map(|f| f.dropped_too_long).sum();
@@ -562,7 +630,7 @@ pub fn train(
     let val_samples: Vec<TrainSample> = if let Some(val) = &request.val_data {
         let mut val_options = options.clone();
         val_options.skip_bad = false;
-        read_train_file(&model.processor, &image_tokens, val, &val_options)?.samples
+        read_train_file(&model.processor, val, &val_options)?.samples
     } else {
         // `val_size` held out of the (last) stage's samples, picked by a seeded shuffle.
         let last = stages.last_mut().expect("at least one stage");
@@ -615,7 +683,7 @@ pub fn train(
     }
 
     // Model: frozen parts, adapters, then (on resume) the checkpoint's weights.
-    let total_params = crate::models::qwen2_vl::weights::parameter_count(&model.config);
+    let total_params = model.network.num_params();
     let lora = prepare_trainable(&mut model, recipe);
     let adam = AdamWSettings {
         beta1: recipe.adam_beta1,
@@ -628,8 +696,9 @@ pub fn train(
         ..TrainerState::default()
     };
     let mut optimizer = AdamW::new(adam);
+    let groups = ParamGroups::of(&model, recipe);
     if let Some(ckpt) = &state.checkpoint {
-        model.model = load_trainable(model.model, &ckpt.path.join(TRAINABLE_FILE))?;
+        model.network = load_trainable(model.network, &ckpt.path.join(TRAINABLE_FILE))?;
         let optimizer_step = ckpt
             .state
             .extra
@@ -643,7 +712,7 @@ pub fn train(
         trainer_state = ckpt.state.clone();
         trainer_state.total_steps = total_steps;
     }
-    let trainable_count = trainable_numel(&model.model);
+    let trainable_count = trainable_numel(&model.network);
     let plan = TrainPlan {
         stage_samples: stages.iter().map(Vec::len).collect(),
         stage_steps: stage_steps.clone(),
@@ -716,18 +785,22 @@ pub fn train(
         let input_tokens: usize = micro.iter().flatten().map(|s| s.ids.len()).sum();
         let step_start = Instant::now();
         let seed = recipe.seed;
-        let pad_id = model.processor.pad_id;
         let step_index = trainer_state.step;
+        let batcher = Batcher::of(&model);
         let (updated, outcome) = accumulate_and_step(
             model,
             &mut optimizer,
             micro.len(),
             step_tokens,
-            |k| micro_batch(pad_id, &micro[k], &image_config).map_err(TrainError::from),
+            |k| {
+                batcher
+                    .batch(&micro[k], &image_options)
+                    .map_err(TrainError::from)
+            },
             lr,
             recipe.max_grad_norm,
             |k| micro_batch_seed(seed, step_index, k),
-            |path| param_group(path, recipe),
+            |path| groups.of_path(path),
         )?;
         model = updated;
         let (step_loss, grad_norm) = (outcome.loss, outcome.grad_norm);
@@ -763,7 +836,7 @@ pub fn train(
         let save_now = finished
             || (recipe.save_steps > 0 && trainer_state.step.is_multiple_of(recipe.save_steps));
         let val_loss = if save_now && !val_samples.is_empty() {
-            let v = evaluate(&model, &val_samples, batch_size, &image_config)?;
+            let v = evaluate(&model, &val_samples, batch_size, &image_options)?;
             observer.message(&format!(
                 "step {}: validation loss {v:.4}",
                 trainer_state.step
@@ -790,7 +863,7 @@ pub fn train(
             window_start = Instant::now();
         }
         if save_now {
-            let model_ref = &model.model;
+            let model_ref = &model.network;
             let optimizer_ref = &optimizer;
             let path = run.save_checkpoint(trainer_state.step, &trainer_state, |dir| {
                 save_trainable(model_ref, &dir.join(TRAINABLE_FILE)).map_err(|e| e.to_string())?;
@@ -806,12 +879,17 @@ pub fn train(
     let val_loss = if val_samples.is_empty() {
         None
     } else {
-        Some(evaluate(&model, &val_samples, batch_size, &image_config)?)
+        Some(evaluate(&model, &val_samples, batch_size, &image_options)?)
     };
     let adapter_dir = if let Some(settings) = &lora {
         let dir = run.adapter_dir();
-        save_peft_adapter(&mut model.model, settings, &request.model_dir, &dir)?;
-        merge_lora(&mut model.model);
+        save_peft_adapter(
+            model.network.family_mut(),
+            settings,
+            &request.model_dir,
+            &dir,
+        )?;
+        merge_lora(model.network.family_mut());
         Some(dir)
     } else {
         None

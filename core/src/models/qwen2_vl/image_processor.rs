@@ -12,152 +12,21 @@
 //!    `C * T * P * P` values, ordered so that each run of `merge_size^2` consecutive rows forms
 //!    one merged (LLM) token.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::resample;
-
-/// OpenAI CLIP normalisation mean (transformers `OPENAI_CLIP_MEAN`), rounded from the Python
-/// floats (`f64`) to `f32` as `np.array(mean, dtype=np.float32)` does.
-pub const OPENAI_CLIP_MEAN: [f32; 3] = [
-    0.48145466_f64 as f32,
-    0.4578275_f64 as f32,
-    0.40821073_f64 as f32,
-];
-/// OpenAI CLIP normalisation std (transformers `OPENAI_CLIP_STD`), rounded like the mean.
-pub const OPENAI_CLIP_STD: [f32; 3] = [
-    0.26862954_f64 as f32,
-    0.26130258_f64 as f32,
-    0.27577711_f64 as f32,
-];
+use crate::models::image::{
+    ImageOptions, ImagePreprocessor, decode_image_file, rescale_normalize_planes,
+};
+pub use crate::models::image::{
+    ImageProcessorError, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ProcessedImage, convert_to_rgb,
+};
+use crate::models::resample;
 
 /// `PILImageResampling.BICUBIC`, the only resampling filter supported here.
 const PIL_BICUBIC: u32 = 3;
-
-/// Errors of the Qwen2-VL image processor.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageProcessorError {
-    /// The image file could not be opened or read.
-    #[error("cannot read image file {}: {source}", .path.display())]
-    Io {
-        /// The image file.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The image file could not be decoded.
-    #[error("cannot decode image file {}: {source}", .path.display())]
-    Decode {
-        /// The image file.
-        path: PathBuf,
-        /// The decoder's error.
-        #[source]
-        source: image::ImageError,
-    },
-    /// One side is shorter than `patch_size * merge_size` (transformers raises a `ValueError`).
-    #[error(
-        "{}image is too small: height {height} and width {width} must both be at least {factor} pixels",
-        path_prefix(.path)
-    )]
-    TooSmall {
-        /// Image height in pixels.
-        height: usize,
-        /// Image width in pixels.
-        width: usize,
-        /// The resize factor (`patch_size * merge_size`).
-        factor: usize,
-        /// The image file, when known.
-        path: Option<PathBuf>,
-    },
-    /// `max(h, w) / min(h, w)` exceeds 200.
-    #[error(
-        "{}absolute aspect ratio must be smaller than 200, got {ratio} (height {height}, width {width})",
-        path_prefix(.path)
-    )]
-    AspectRatio {
-        /// `max(h, w) / min(h, w)`.
-        ratio: f64,
-        /// Image height in pixels.
-        height: usize,
-        /// Image width in pixels.
-        width: usize,
-        /// The image file, when known.
-        path: Option<PathBuf>,
-    },
-    /// With `do_resize = false`, the image size must already be a multiple of
-    /// `patch_size * merge_size` (transformers would fail in a reshape).
-    #[error(
-        "{}image of height {height} and width {width} is not divisible into {factor}x{factor} blocks and do_resize is false",
-        path_prefix(.path)
-    )]
-    NotDivisible {
-        /// Image height in pixels.
-        height: usize,
-        /// Image width in pixels.
-        width: usize,
-        /// `patch_size * merge_size`.
-        factor: usize,
-        /// The image file, when known.
-        path: Option<PathBuf>,
-    },
-    /// With `do_convert_rgb = false` the input must already be a three-channel image.
-    #[error("{}image has color type {color:?}; with do_convert_rgb = false only RGB images are accepted", path_prefix(.path))]
-    NotRgb {
-        /// The decoded color type.
-        color: image::ColorType,
-        /// The image file, when known.
-        path: Option<PathBuf>,
-    },
-    /// The preprocessor config file could not be read.
-    #[error("cannot read preprocessor config {}: {source}", .path.display())]
-    ConfigIo {
-        /// The config file.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The preprocessor config file is not valid JSON for this processor.
-    #[error("invalid preprocessor config {}: {source}", .path.display())]
-    ConfigParse {
-        /// The config file.
-        path: PathBuf,
-        /// The JSON error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The settings are inconsistent (zero sizes, unsupported resample filter, ...).
-    #[error("invalid image processor config: {0}")]
-    InvalidConfig(String),
-}
-
-fn path_prefix(path: &Option<PathBuf>) -> String {
-    match path {
-        Some(p) => format!("{}: ", p.display()),
-        None => String::new(),
-    }
-}
-
-impl ImageProcessorError {
-    /// Attaches the image file name to the size errors that do not carry one yet.
-    pub fn with_path(mut self, file: &Path) -> Self {
-        match &mut self {
-            ImageProcessorError::TooSmall { path, .. }
-            | ImageProcessorError::AspectRatio { path, .. }
-            | ImageProcessorError::NotDivisible { path, .. }
-            | ImageProcessorError::NotRgb { path, .. }
-                if path.is_none() =>
-            {
-                *path = Some(file.to_path_buf());
-            }
-            _ => {}
-        }
-        self
-    }
-}
 
 /// Settings from `preprocessor_config.json` (transformers `Qwen2VLImageProcessor.__init__`).
 ///
@@ -354,28 +223,6 @@ impl ImageProcessorConfig {
     }
 }
 
-/// The processor output for one image: `pixel_values` of shape `[num_patches, patch_dim]` plus
-/// `image_grid_thw`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessedImage {
-    /// Row-major `[num_patches, patch_dim]` flattened patches.
-    pub pixel_values: Vec<f32>,
-    /// `grid_t * grid_h * grid_w`.
-    pub num_patches: usize,
-    /// `channels * temporal_patch_size * patch_size * patch_size` (1176 for Qwen2-VL).
-    pub patch_dim: usize,
-    /// `(grid_t, grid_h, grid_w)` in patches.
-    pub grid_thw: [usize; 3],
-}
-
-impl ProcessedImage {
-    /// Number of `<|image_pad|>` tokens this image expands to in the prompt
-    /// (`num_patches / merge_size^2`).
-    pub fn num_merged_tokens(&self, merge_size: usize) -> usize {
-        self.num_patches / (merge_size * merge_size)
-    }
-}
-
 /// Chooses the resized `(height, width)`: both multiples of `factor`, the pixel count within
 /// `[min_pixels, max_pixels]`, the aspect ratio kept as closely as possible.
 ///
@@ -433,38 +280,6 @@ pub fn smart_resize(
     Ok((h_bar, w_bar))
 }
 
-/// Converts any decoded image to 8-bit RGB the way PIL's `Image.convert("RGB")` treats the same
-/// file as opened by `PIL.Image.open` (checked against PNG files with Pillow 9.4):
-/// alpha is dropped without compositing, grey is replicated, palettes are already expanded by the
-/// decoder, 16-bit RGB(A) and grey+alpha keep the high byte (PIL unpacks them as `RGB;16B`,
-/// `LA;16B`), and 16-bit grey is clipped to 255 (PIL opens it as mode `I`, whose RGB conversion
-/// clips instead of scaling).
-// transformers: image_transforms.convert_to_rgb (PIL Image.convert("RGB"))
-pub fn convert_to_rgb(img: &DynamicImage) -> RgbImage {
-    match img {
-        DynamicImage::ImageRgb8(rgb) => rgb.clone(),
-        DynamicImage::ImageLuma16(g) => RgbImage::from_fn(g.width(), g.height(), |x, y| {
-            let v = g.get_pixel(x, y).0[0].min(255) as u8;
-            image::Rgb([v, v, v])
-        }),
-        DynamicImage::ImageLumaA16(g) => RgbImage::from_fn(g.width(), g.height(), |x, y| {
-            let v = (g.get_pixel(x, y).0[0] >> 8) as u8;
-            image::Rgb([v, v, v])
-        }),
-        DynamicImage::ImageRgb16(c) => RgbImage::from_fn(c.width(), c.height(), |x, y| {
-            let p = c.get_pixel(x, y).0;
-            image::Rgb([(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
-        }),
-        DynamicImage::ImageRgba16(c) => RgbImage::from_fn(c.width(), c.height(), |x, y| {
-            let p = c.get_pixel(x, y).0;
-            image::Rgb([(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
-        }),
-        // Luma8 / LumaA8 / Rgba8: the image crate replicates grey and drops alpha, as PIL does.
-        // Float images have no PIL file counterpart; the image crate scales them to 0..=255.
-        other => other.to_rgb8(),
-    }
-}
-
 /// Runs the full Qwen2-VL preprocessing on one image.
 // transformers: Qwen2VLImageProcessor._preprocess (single image, data_format = channels first)
 pub fn process_image(
@@ -507,36 +322,18 @@ pub fn process_image(
     };
     let planes = normalize_planes(&resized, cfg);
     let (rh, rw) = (resized.height() as usize, resized.width() as usize);
-    Ok(patchify(&planes, rh, rw, cfg))
+    let mut out = patchify(&planes, rh, rw, cfg);
+    out.image_size = [height, width];
+    Ok(out)
 }
 
 /// Rescales and normalises an RGB image into three channel-first `f32` planes.
-// transformers: image_transforms.rescale (dtype=float32) and image_transforms.normalize
 fn normalize_planes(img: &RgbImage, cfg: &ImageProcessorConfig) -> [Vec<f32>; 3] {
-    let n = img.width() as usize * img.height() as usize;
-    let mut planes = [
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    ];
-    for px in img.as_raw().chunks_exact(3) {
-        for (c, plane) in planes.iter_mut().enumerate() {
-            let v = px[c];
-            // `rescale` multiplies in float64 (`image.astype(np.float64) * scale`) and then
-            // casts to float32; `normalize` casts integer input to float32.
-            let mut x = if cfg.do_rescale {
-                (f64::from(v) * cfg.rescale_factor) as f32
-            } else {
-                f32::from(v)
-            };
-            if cfg.do_normalize {
-                // `(image - mean) / std` with mean and std as float32 arrays: float32 arithmetic.
-                x = (x - cfg.image_mean[c]) / cfg.image_std[c];
-            }
-            plane.push(x);
-        }
-    }
-    planes
+    rescale_normalize_planes(
+        img,
+        cfg.do_rescale.then_some(cfg.rescale_factor),
+        cfg.do_normalize.then_some((cfg.image_mean, cfg.image_std)),
+    )
 }
 
 /// Repeats the frame `temporal_patch_size` times and flattens it into patches: the
@@ -583,6 +380,8 @@ fn patchify(
         num_patches,
         patch_dim,
         grid_thw: [1, gh, gw],
+        tokens: num_patches / (m * m),
+        image_size: [height, width],
     }
 }
 
@@ -592,23 +391,57 @@ pub fn load_and_process(
     path: &Path,
     cfg: &ImageProcessorConfig,
 ) -> Result<ProcessedImage, ImageProcessorError> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|source| ImageProcessorError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| ImageProcessorError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let img = reader
-        .decode()
-        .map_err(|source| ImageProcessorError::Decode {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let img = decode_image_file(path)?;
     process_image(&img, cfg).map_err(|e| e.with_path(path))
+}
+
+impl ImageProcessorConfig {
+    /// These settings with a stage's pixel budget applied.
+    pub fn with_options(&self, options: &ImageOptions) -> Self {
+        let mut cfg = self.clone();
+        if let Some(min) = options.min_pixels {
+            cfg.min_pixels = min;
+        }
+        if let Some(max) = options.max_pixels {
+            cfg.max_pixels = max;
+        }
+        cfg
+    }
+}
+
+// The Qwen2-VL family's image processor: `smart_resize` within the pixel budget, patches.
+impl ImagePreprocessor for ImageProcessorConfig {
+    fn process(
+        &self,
+        image: &DynamicImage,
+        options: &ImageOptions,
+    ) -> Result<ProcessedImage, ImageProcessorError> {
+        process_image(image, &self.with_options(options))
+    }
+
+    fn layout(
+        &self,
+        width: usize,
+        height: usize,
+        options: &ImageOptions,
+    ) -> Result<ProcessedImage, ImageProcessorError> {
+        let cfg = self.with_options(options);
+        let (rh, rw) = if cfg.do_resize {
+            smart_resize(height, width, cfg.factor(), cfg.min_pixels, cfg.max_pixels)?
+        } else {
+            (height, width)
+        };
+        let grid = [1, rh / cfg.patch_size, rw / cfg.patch_size];
+        let num_patches = grid[1] * grid[2];
+        Ok(ProcessedImage {
+            pixel_values: Vec::new(),
+            num_patches,
+            patch_dim: cfg.patch_dim(),
+            grid_thw: grid,
+            tokens: num_patches / (cfg.merge_size * cfg.merge_size),
+            image_size: [height, width],
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,21 +1,11 @@
-//! Multimodal rotary position ids and tables for the Qwen2-VL language model.
+//! Multimodal rotary position ids for the Qwen2-VL language model.
 //!
-//! Ports `Qwen2VLForConditionalGeneration.get_rope_index` and `Qwen2VLRotaryEmbedding` +
-//! `apply_multimodal_rotary_pos_emb` (transformers 4.47), using HF's rotate-half convention.
-//! Positions are computed on the host: they depend only on token ids and image grids.
+//! Ports `Qwen2VLForConditionalGeneration.get_rope_index` (transformers 4.47); the tables
+//! (`Qwen2VLRotaryEmbedding` + `apply_multimodal_rotary_pos_emb`, rotate-half convention) are
+//! the shared [`crate::models::rope`] ones with `mrope_section` axes. Positions are computed on
+//! the host: they depend only on token ids and image grids.
 
-use burn::tensor::{DType, Device, Tensor};
-
-use crate::models::layers::tensor_from_vec;
-
-/// Position ids of one sequence on the three M-RoPE axes (temporal, height, width).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RopePositions {
-    /// `[3][len]`; padded positions hold 1, as transformers leaves them.
-    pub axes: [Vec<i64>; 3],
-    /// The position the next generated token takes (max over real positions + 1).
-    pub next_position: i64,
-}
+pub use crate::models::rope::{RopePositions, inverse_frequencies, section_axes};
 
 /// Token ids the position rule needs to know.
 #[derive(Debug, Clone, Copy)]
@@ -93,55 +83,6 @@ pub fn rope_positions(
     }
 }
 
-/// Inverse frequencies of the LM rotary embedding, computed in f32 as transformers does.
-pub fn inverse_frequencies(head_dim: usize, theta: f64) -> Vec<f32> {
-    (0..head_dim / 2)
-        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-        .collect()
-}
-
-/// For each of the `head_dim` channels, which axis (0 = t, 1 = h, 2 = w) drives its angle:
-/// the sections split the first half and repeat for the second (`mrope_section * 2`).
-pub fn section_axes(mrope_section: &[usize], head_dim: usize) -> Vec<usize> {
-    let mut axes = Vec::with_capacity(head_dim);
-    for _ in 0..2 {
-        for (axis, &n) in mrope_section.iter().enumerate() {
-            axes.extend(std::iter::repeat_n(axis % 3, n));
-        }
-    }
-    axes.truncate(head_dim);
-    axes
-}
-
-/// Cos/sin tables `[batch, 1, len, head_dim]` for the given per-row positions.
-pub fn mrope_tables(
-    rows: &[[Vec<i64>; 3]],
-    inv_freq: &[f32],
-    axes: &[usize],
-    device: &Device,
-    dtype: DType,
-) -> (Tensor<4>, Tensor<4>) {
-    let batch = rows.len();
-    let len = rows.first().map_or(0, |r| r[0].len());
-    let head_dim = axes.len();
-    let half = inv_freq.len();
-    let mut cos = Vec::with_capacity(batch * len * head_dim);
-    let mut sin = Vec::with_capacity(batch * len * head_dim);
-    for row in rows {
-        for i in 0..len {
-            for (d, &axis) in axes.iter().enumerate() {
-                let angle = row[axis].get(i).copied().unwrap_or(0) as f32 * inv_freq[d % half];
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-    }
-    (
-        tensor_from_vec(cos, [batch, 1, len, head_dim], device, dtype),
-        tensor_from_vec(sin, [batch, 1, len, head_dim], device, dtype),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,10 +118,5 @@ mod tests {
         assert_eq!(p.axes[1], vec![0, 1, 2, 3, 3, 3, 4, 4, 4, 6, 7]);
         assert_eq!(p.axes[2], vec![0, 1, 2, 3, 4, 5, 3, 4, 5, 6, 7]);
         assert_eq!(p.next_position, 8);
-    }
-
-    #[test]
-    fn sections_repeat_for_both_halves() {
-        assert_eq!(section_axes(&[2, 1, 1], 8), vec![0, 0, 1, 2, 0, 0, 1, 2]);
     }
 }

@@ -4,7 +4,7 @@
 //! Attention is full within each image and never crosses images: the tower runs attention
 //! image by image, which is what transformers' `cu_seqlens` block mask computes.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Tensor};
 
@@ -149,8 +149,8 @@ impl VisionTower {
         for i in 0..cfg.depth {
             let p = format!("visual.blocks.{i}");
             blocks.push(VisionBlock {
-                norm1: load_layer_norm(w, &format!("{p}.norm1"), e, 1e-6)?,
-                norm2: load_layer_norm(w, &format!("{p}.norm2"), e, 1e-6)?,
+                norm1: w.layer_norm(&format!("{p}.norm1"), e, 1e-6)?,
+                norm2: w.layer_norm(&format!("{p}.norm2"), e, 1e-6)?,
                 attn: VisionAttention {
                     qkv: w.linear(&format!("{p}.attn.qkv"), e, 3 * e, true)?,
                     proj: w.linear(&format!("{p}.attn.proj"), e, e, true)?,
@@ -165,7 +165,7 @@ impl VisionTower {
         }
         let folded = cfg.merger_hidden_dim();
         let merger = PatchMerger {
-            ln_q: load_layer_norm(w, "visual.merger.ln_q", e, 1e-6)?,
+            ln_q: w.layer_norm("visual.merger.ln_q", e, 1e-6)?,
             fc1: w.linear("visual.merger.mlp.0", folded, folded, true)?,
             fc2: w.linear("visual.merger.mlp.2", folded, cfg.hidden_size, true)?,
         };
@@ -199,19 +199,6 @@ impl VisionTower {
         }
         Tensor::cat(outputs, 0)
     }
-}
-
-fn load_layer_norm(
-    w: &mut WeightLoader<'_>,
-    prefix: &str,
-    dim: usize,
-    eps: f64,
-) -> Result<LayerNorm, FileError> {
-    Ok(LayerNorm {
-        weight: Param::from_tensor(w.tensor(&format!("{prefix}.weight"), [dim])?),
-        bias: Param::from_tensor(w.tensor(&format!("{prefix}.bias"), [dim])?),
-        eps,
-    })
 }
 
 /// (row, column) of every patch in the order the processor emits them: merge blocks in

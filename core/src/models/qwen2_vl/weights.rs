@@ -1,33 +1,9 @@
 //! The checkpoint key layout of Qwen2-VL (transformers 4.47 names and PyTorch shapes),
 //! and random initialization as transformers' `_init_weights` does it.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
 use super::config::Qwen2VlConfig;
 use crate::models::checkpoint::NamedTensor;
-
-/// How a tensor is initialized.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Init {
-    /// Normal(0, std).
-    Normal(f64),
-    /// All zeros (biases).
-    Zeros,
-    /// All ones (norm weights).
-    Ones,
-}
-
-/// One entry of the layout: key, PyTorch shape, initializer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayoutEntry {
-    /// Checkpoint key.
-    pub name: String,
-    /// Shape as stored (`[out, in]` for linear weights).
-    pub shape: Vec<usize>,
-    /// Initializer.
-    pub init: Init,
-}
+pub use crate::models::init::{Init, LayoutEntry, random_tensors};
 
 /// Every key a checkpoint of this config holds, in a stable order.
 pub fn checkpoint_layout(cfg: &Qwen2VlConfig) -> Vec<LayoutEntry> {
@@ -92,71 +68,11 @@ pub fn checkpoint_layout(cfg: &Qwen2VlConfig) -> Vec<LayoutEntry> {
         Init::Zeros,
     );
 
-    let h = cfg.hidden_size;
-    let (heads, kv, d) = (
-        cfg.num_attention_heads,
-        cfg.num_key_value_heads(),
-        cfg.head_dim(),
-    );
-    let im = cfg.intermediate_size;
-    push(
-        "model.embed_tokens.weight".into(),
-        vec![cfg.vocab_size, h],
-        Init::Normal(std),
-    );
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        push(format!("{p}.input_layernorm.weight"), vec![h], Init::Ones);
-        push(
-            format!("{p}.post_attention_layernorm.weight"),
-            vec![h],
-            Init::Ones,
-        );
-        for (n, out_dim) in [
-            ("q_proj", heads * d),
-            ("k_proj", kv * d),
-            ("v_proj", kv * d),
-        ] {
-            push(
-                format!("{p}.self_attn.{n}.weight"),
-                vec![out_dim, h],
-                Init::Normal(std),
-            );
-            push(
-                format!("{p}.self_attn.{n}.bias"),
-                vec![out_dim],
-                Init::Zeros,
-            );
-        }
-        push(
-            format!("{p}.self_attn.o_proj.weight"),
-            vec![h, heads * d],
-            Init::Normal(std),
-        );
-        push(
-            format!("{p}.mlp.gate_proj.weight"),
-            vec![im, h],
-            Init::Normal(std),
-        );
-        push(
-            format!("{p}.mlp.up_proj.weight"),
-            vec![im, h],
-            Init::Normal(std),
-        );
-        push(
-            format!("{p}.mlp.down_proj.weight"),
-            vec![h, im],
-            Init::Normal(std),
-        );
-    }
-    push("model.norm.weight".into(), vec![h], Init::Ones);
-    if !cfg.tie_word_embeddings {
-        push(
-            "lm_head.weight".into(),
-            vec![cfg.vocab_size, h],
-            Init::Normal(std),
-        );
-    }
+    out.extend(crate::models::decoder::decoder_layout(
+        &super::decoder_config(cfg),
+        "",
+        std,
+    ));
     out
 }
 
@@ -170,30 +86,7 @@ pub fn parameter_count(cfg: &Qwen2VlConfig) -> usize {
 
 /// Random weights for a config, deterministic in `seed`.
 pub fn random_weights(cfg: &Qwen2VlConfig, seed: u64) -> Vec<NamedTensor> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    checkpoint_layout(cfg)
-        .into_iter()
-        .map(|entry| {
-            let n: usize = entry.shape.iter().product();
-            let values = match entry.init {
-                Init::Zeros => vec![0.0; n],
-                Init::Ones => vec![1.0; n],
-                Init::Normal(std) => (0..n).map(|_| (normal(&mut rng) * std) as f32).collect(),
-            };
-            NamedTensor {
-                name: entry.name,
-                shape: entry.shape,
-                values,
-            }
-        })
-        .collect()
-}
-
-/// A standard normal sample (Box–Muller on two uniform draws).
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    random_tensors(checkpoint_layout(cfg), seed)
 }
 
 #[cfg(test)]

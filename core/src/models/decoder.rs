@@ -1,16 +1,49 @@
-//! The Qwen2 language model inside Qwen2-VL: embeddings, decoder layers with grouped-query
-//! attention (q/k/v biases) and multimodal RoPE, SwiGLU MLP, RMSNorm, and the LM head.
+//! The decoder-only language model shared by the families: token embeddings, pre-norm decoder
+//! layers with grouped-query attention and rotary positions, a SwiGLU MLP, RMSNorm, and the LM
+//! head. Qwen2 (inside Qwen2-VL) and Llama (alone, and inside LLaVA-NeXT) differ only in which
+//! projections carry a bias and in their rotary frequencies, which the caller's
+//! [`AttentionInputs`] carry.
 //!
-//! Ports `Qwen2VLModel`, `Qwen2VLDecoderLayer`, `Qwen2VLAttention` and `Qwen2MLP`
-//! (transformers 4.47 `modeling_qwen2_vl.py`).
+//! Ports `LlamaModel` / `LlamaDecoderLayer` / `LlamaAttention` / `LlamaMLP`
+//! (transformers 4.47 `modeling_llama.py`) and `Qwen2VLModel` / `Qwen2VLDecoderLayer` /
+//! `Qwen2VLAttention` / `Qwen2MLP` (`modeling_qwen2_vl.py`).
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Int, Tensor};
 
-use super::config::Qwen2VlConfig;
 use crate::io::FileError;
+use crate::models::init::{Init, LayoutEntry};
 use crate::models::layers::{Linear, RmsNorm, WeightLoader, apply_rotary};
+
+/// The shapes and bias choices of a decoder, from the family's config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderConfig {
+    /// Embedding rows (and LM head columns).
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Epsilon of the RMS norms.
+    pub rms_norm_eps: f64,
+    /// Bias on q/k/v (Qwen2: yes; Llama: `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Llama: `attention_bias`; Qwen2: no).
+    pub o_bias: bool,
+    /// Bias on the MLP projections (Llama `mlp_bias`).
+    pub mlp_bias: bool,
+    /// Whether the LM head is the embedding matrix.
+    pub tie_word_embeddings: bool,
+}
 
 /// Keys and values of earlier positions for one layer, `[batch, kv_heads, len, head_dim]`.
 #[derive(Debug, Clone)]
@@ -62,7 +95,8 @@ pub struct AttentionInputs {
     pub mask: Tensor<4>,
 }
 
-/// transformers: `Qwen2VLAttention` (GQA with q/k/v biases and M-RoPE).
+/// transformers: `LlamaAttention` / `Qwen2VLAttention` (GQA, rotary positions from the
+/// caller's tables: 1-D for Llama, M-RoPE for Qwen2-VL).
 #[derive(Module, Debug)]
 pub struct Attention {
     /// Query projection.
@@ -71,7 +105,7 @@ pub struct Attention {
     pub k_proj: Linear,
     /// Value projection.
     pub v_proj: Linear,
-    /// Output projection (no bias).
+    /// Output projection.
     pub o_proj: Linear,
     /// Query heads.
     pub num_heads: usize,
@@ -145,7 +179,7 @@ fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
         .reshape([b, kvh * n_rep, t, d])
 }
 
-/// transformers: `Qwen2MLP` (SwiGLU: `down(silu(gate(x)) · up(x))`).
+/// transformers: `LlamaMLP` / `Qwen2MLP` (SwiGLU: `down(silu(gate(x)) · up(x))`).
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// Gate projection.
@@ -164,7 +198,7 @@ impl Mlp {
     }
 }
 
-/// transformers: `Qwen2VLDecoderLayer`.
+/// transformers: `LlamaDecoderLayer` / `Qwen2VLDecoderLayer`.
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
     /// Norm before attention.
@@ -193,7 +227,7 @@ impl DecoderLayer {
     }
 }
 
-/// transformers: `Qwen2VLModel` plus the `lm_head` of `Qwen2VLForConditionalGeneration`.
+/// transformers: `LlamaModel` / `Qwen2VLModel` plus the `lm_head` of the causal-LM wrapper.
 #[derive(Module, Debug)]
 pub struct TextModel {
     /// `[vocab, hidden]`.
@@ -207,64 +241,65 @@ pub struct TextModel {
 }
 
 impl TextModel {
-    /// Loads `model.*` and `lm_head.*`.
-    pub fn load(cfg: &Qwen2VlConfig, w: &mut WeightLoader<'_>) -> Result<Self, FileError> {
+    /// Loads `{prefix}model.*` and `{prefix}lm_head.*` (prefix `""` for a plain causal LM,
+    /// `"language_model."` inside LLaVA-NeXT).
+    pub fn load(
+        cfg: &DecoderConfig,
+        w: &mut WeightLoader<'_>,
+        prefix: &str,
+    ) -> Result<Self, FileError> {
         let hd = cfg.hidden_size;
-        let (heads, kv, d) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads(),
-            cfg.head_dim(),
-        );
+        let (heads, kv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let im = cfg.intermediate_size;
         let norm = |w: &mut WeightLoader<'_>, name: &str| -> Result<RmsNorm, FileError> {
             Ok(RmsNorm {
                 weight: Param::from_tensor(w.tensor(name, [hd])?),
                 eps: cfg.rms_norm_eps,
             })
         };
-        let embed_tokens = w.tensor("model.embed_tokens.weight", [cfg.vocab_size, hd])?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{i}");
+        let embed_tokens = w.tensor(
+            &format!("{prefix}model.embed_tokens.weight"),
+            [cfg.vocab_size, hd],
+        )?;
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = format!("{prefix}model.layers.{i}");
             layers.push(DecoderLayer {
                 input_layernorm: norm(w, &format!("{p}.input_layernorm.weight"))?,
                 self_attn: Attention {
-                    q_proj: w.linear(&format!("{p}.self_attn.q_proj"), hd, heads * d, true)?,
-                    k_proj: w.linear(&format!("{p}.self_attn.k_proj"), hd, kv * d, true)?,
-                    v_proj: w.linear(&format!("{p}.self_attn.v_proj"), hd, kv * d, true)?,
-                    o_proj: w.linear(&format!("{p}.self_attn.o_proj"), heads * d, hd, false)?,
+                    q_proj: w.linear(
+                        &format!("{p}.self_attn.q_proj"),
+                        hd,
+                        heads * d,
+                        cfg.qkv_bias,
+                    )?,
+                    k_proj: w.linear(&format!("{p}.self_attn.k_proj"), hd, kv * d, cfg.qkv_bias)?,
+                    v_proj: w.linear(&format!("{p}.self_attn.v_proj"), hd, kv * d, cfg.qkv_bias)?,
+                    o_proj: w.linear(
+                        &format!("{p}.self_attn.o_proj"),
+                        heads * d,
+                        hd,
+                        cfg.o_bias,
+                    )?,
                     num_heads: heads,
                     num_kv_heads: kv,
                     head_dim: d,
                 },
                 post_attention_layernorm: norm(w, &format!("{p}.post_attention_layernorm.weight"))?,
                 mlp: Mlp {
-                    gate_proj: w.linear(
-                        &format!("{p}.mlp.gate_proj"),
-                        hd,
-                        cfg.intermediate_size,
-                        false,
-                    )?,
-                    up_proj: w.linear(
-                        &format!("{p}.mlp.up_proj"),
-                        hd,
-                        cfg.intermediate_size,
-                        false,
-                    )?,
-                    down_proj: w.linear(
-                        &format!("{p}.mlp.down_proj"),
-                        cfg.intermediate_size,
-                        hd,
-                        false,
-                    )?,
+                    gate_proj: w.linear(&format!("{p}.mlp.gate_proj"), hd, im, cfg.mlp_bias)?,
+                    up_proj: w.linear(&format!("{p}.mlp.up_proj"), hd, im, cfg.mlp_bias)?,
+                    down_proj: w.linear(&format!("{p}.mlp.down_proj"), im, hd, cfg.mlp_bias)?,
                 },
             });
         }
-        let final_norm = norm(w, "model.norm.weight")?;
+        let final_norm = norm(w, &format!("{prefix}model.norm.weight"))?;
         // Tied checkpoints omit lm_head.weight; an untied config without it is an error.
-        let lm_head = if cfg.tie_word_embeddings && !w.contains("lm_head.weight") {
+        let head = format!("{prefix}lm_head");
+        let lm_head = if cfg.tie_word_embeddings && !w.contains(&format!("{head}.weight")) {
             None
         } else {
-            Some(w.linear("lm_head", hd, cfg.vocab_size, false)?)
+            Some(w.linear(&head, hd, cfg.vocab_size, false)?)
         };
         Ok(Self {
             embed_tokens: Param::from_tensor(embed_tokens),
@@ -272,6 +307,26 @@ impl TextModel {
             norm: final_norm,
             lm_head,
         })
+    }
+
+    /// Calls `f` with the module path (`{prefix}.layers.0.self_attn.q_proj`) and layer of every
+    /// linear layer, in a fixed order (the head last).
+    pub fn for_each_linear(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let p = format!("{prefix}.layers.{i}");
+            let a = &mut layer.self_attn;
+            f(&format!("{p}.self_attn.q_proj"), &mut a.q_proj);
+            f(&format!("{p}.self_attn.k_proj"), &mut a.k_proj);
+            f(&format!("{p}.self_attn.v_proj"), &mut a.v_proj);
+            f(&format!("{p}.self_attn.o_proj"), &mut a.o_proj);
+            let m = &mut layer.mlp;
+            f(&format!("{p}.mlp.gate_proj"), &mut m.gate_proj);
+            f(&format!("{p}.mlp.up_proj"), &mut m.up_proj);
+            f(&format!("{p}.mlp.down_proj"), &mut m.down_proj);
+        }
+        if let Some(head) = self.lm_head.as_mut() {
+            f(&format!("{prefix}.lm_head"), head);
+        }
     }
 
     /// Looks up token embeddings `[batch, len, hidden]`.
@@ -315,4 +370,80 @@ impl TextModel {
             None => burn::tensor::module::linear(hidden, self.embed_tokens.val().transpose(), None),
         }
     }
+}
+
+/// Every checkpoint key of a decoder under `prefix` (`""`, or `"language_model."`), with
+/// PyTorch shapes and initializers, in a stable order: the embedding, then per layer the two
+/// norms, q/k/v/o (with the biases the config has) and the MLP, then the final norm and an
+/// untied head.
+pub fn decoder_layout(cfg: &DecoderConfig, prefix: &str, std: f64) -> Vec<LayoutEntry> {
+    let mut out = Vec::new();
+    let mut push =
+        |name: String, shape: Vec<usize>, init: Init| out.push(LayoutEntry { name, shape, init });
+    let h = cfg.hidden_size;
+    let (heads, kv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let im = cfg.intermediate_size;
+    push(
+        format!("{prefix}model.embed_tokens.weight"),
+        vec![cfg.vocab_size, h],
+        Init::Normal(std),
+    );
+    for i in 0..cfg.num_layers {
+        let p = format!("{prefix}model.layers.{i}");
+        push(format!("{p}.input_layernorm.weight"), vec![h], Init::Ones);
+        push(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![h],
+            Init::Ones,
+        );
+        for (n, out_dim) in [
+            ("q_proj", heads * d),
+            ("k_proj", kv * d),
+            ("v_proj", kv * d),
+        ] {
+            push(
+                format!("{p}.self_attn.{n}.weight"),
+                vec![out_dim, h],
+                Init::Normal(std),
+            );
+            if cfg.qkv_bias {
+                push(
+                    format!("{p}.self_attn.{n}.bias"),
+                    vec![out_dim],
+                    Init::Zeros,
+                );
+            }
+        }
+        push(
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![h, heads * d],
+            Init::Normal(std),
+        );
+        if cfg.o_bias {
+            push(format!("{p}.self_attn.o_proj.bias"), vec![h], Init::Zeros);
+        }
+        for (n, shape) in [
+            ("gate_proj", [im, h]),
+            ("up_proj", [im, h]),
+            ("down_proj", [h, im]),
+        ] {
+            push(
+                format!("{p}.mlp.{n}.weight"),
+                shape.to_vec(),
+                Init::Normal(std),
+            );
+            if cfg.mlp_bias {
+                push(format!("{p}.mlp.{n}.bias"), vec![shape[0]], Init::Zeros);
+            }
+        }
+    }
+    push(format!("{prefix}model.norm.weight"), vec![h], Init::Ones);
+    if !cfg.tie_word_embeddings {
+        push(
+            format!("{prefix}lm_head.weight"),
+            vec![cfg.vocab_size, h],
+            Init::Normal(std),
+        );
+    }
+    out
 }

@@ -1,0 +1,336 @@
+//! The family layer on every preset and its bad-input cases: each family's presets load,
+//! generate and compute a loss through the one `Model` interface; unknown families, a LLaVA
+//! image token missing from the tokenizer, missing vision weights, a chat template that fails
+//! and image / placeholder mismatches are named errors.
+
+use std::path::{Path, PathBuf};
+
+use adamllm::burn::tensor::{DType, Device};
+use adamllm::data::conversation::{Conversation, Message, Role};
+use adamllm::generation::{GenerationOptions, PromptInput, generate};
+use adamllm::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
+use adamllm::models::image::ImageOptions;
+use adamllm::models::prompt::LabelMode;
+use adamllm::models::registry::family_of_preset;
+use adamllm::models::{LoadOptions, Model, TokenBatch};
+
+fn preset(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    family_of_preset(name)
+        .unwrap()
+        .write_preset(name, &out, 1)
+        .unwrap();
+    out
+}
+
+fn load_err(dir: &Path) -> String {
+    match Model::load(dir, &Device::flex(), DType::F32) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn picture(dir: &Path) -> PathBuf {
+    let path = dir.join("picture.png");
+    image::RgbImage::from_fn(90, 50, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 4) as u8, 90])
+    })
+    .save(&path)
+    .unwrap();
+    path
+}
+
+#[test]
+fn every_family_preset_generates_and_scores_through_one_interface() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = picture(tmp.path());
+    for (name, family, with_image) in [
+        ("tiny", "qwen2_vl", true),
+        ("llama-tiny", "llama", false),
+        ("llava-next-tiny", "llava_next", true),
+    ] {
+        let dir = preset(tmp.path(), name);
+        let model = Model::load(&dir, &Device::flex(), DType::F32).unwrap();
+        assert_eq!(model.spec.family, family, "{name}");
+        let images = if with_image {
+            vec![model.load_image(&image, &ImageOptions::default()).unwrap()]
+        } else {
+            Vec::new()
+        };
+        let placeholders = images
+            .iter()
+            .map(|_| PathBuf::from("picture.png"))
+            .collect();
+        let mut conversation = Conversation::user_prompt("What is shown?", placeholders);
+        conversation.messages.push(Message {
+            role: Role::Assistant,
+            content: "A gradient.".into(),
+        });
+        let encoded = model
+            .processor
+            .encode(&conversation, &images, false, LabelMode::AssistantTurns)
+            .unwrap();
+        assert!(encoded.supervised_tokens() > 0, "{name}");
+        let batch = TokenBatch::from_sequences(
+            vec![(encoded.ids.clone(), images.clone())],
+            model.processor.pad_id,
+            false,
+        );
+        let (sum, n) = model
+            .loss_sum(&batch, std::slice::from_ref(&encoded.labels))
+            .unwrap();
+        let loss = adamllm::models::layers::tensor_to_vec(sum)[0] / n as f32;
+        assert!(loss.is_finite() && loss > 0.0, "{name}: loss {loss}");
+        conversation.messages.pop();
+        let prompt = model
+            .processor
+            .encode(&conversation, &images, true, LabelMode::AssistantTurns)
+            .unwrap();
+        let out = generate(
+            &model,
+            &[PromptInput {
+                ids: prompt.ids,
+                images,
+            }],
+            &GenerationOptions {
+                max_new_tokens: 4,
+                ignore_eos: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(out[0].token_ids.len(), 4, "{name}");
+    }
+}
+
+#[test]
+fn an_unknown_family_names_what_it_found_and_what_is_supported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mistral");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "mistral", "architectures": ["MistralForCausalLM"]}"#,
+    )
+    .unwrap();
+    let err = load_err(&dir);
+    for part in [
+        "config.json",
+        "model_type",
+        "\"mistral\"",
+        "MistralForCausalLM",
+        "qwen2_vl",
+        "llama",
+        "llava_next",
+    ] {
+        assert!(err.contains(part), "{part} missing from: {err}");
+    }
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures": ["GPT2LMHeadModel"]}"#,
+    )
+    .unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("architectures") && err.contains("GPT2LMHeadModel"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_llava_image_token_outside_the_tokenizer_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = preset(tmp.path(), "llava-next-tiny");
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // Inside the (padded) embedding, but no token of tokenizer.json.
+    config["image_token_index"] = serde_json::json!(760);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("image_token_index") && err.contains("760") && err.contains("tokenizer.json"),
+        "{err}"
+    );
+    // A processor_config.json naming another image token than the config's.
+    config["image_token_index"] = serde_json::json!(708);
+    std::fs::write(&path, config.to_string()).unwrap();
+    std::fs::write(
+        dir.join("processor_config.json"),
+        r#"{"image_token": "<image>"}"#,
+    )
+    .unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("processor_config.json") && err.contains("<image>"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_llava_folder_without_vision_weights_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = preset(tmp.path(), "llava-next-tiny");
+    let file = dir.join("model.safetensors");
+    let reader = CheckpointReader::open_dir(&dir).unwrap();
+    let kept: Vec<NamedTensor> = reader
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with("vision_tower."))
+        .map(|name| {
+            let shape = reader.shape(&name).unwrap().to_vec();
+            NamedTensor {
+                values: reader.read_f32(&name, &shape).unwrap(),
+                name,
+                shape,
+            }
+        })
+        .collect();
+    drop(reader);
+    write_safetensors(&file, &kept, StorageDtype::F32).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("vision tower") && err.contains("vision_tower.vision_model"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failing_chat_template_is_named_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = preset(tmp.path(), "llama-tiny");
+    let path = dir.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["chat_template"] = serde_json::json!(
+        "{% for m in messages %}\n{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    );
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let model = Model::load(&dir, &Device::flex(), DType::F32).unwrap();
+    let mut conversation = Conversation::user_prompt("Hi", Vec::new());
+    conversation.messages.insert(
+        0,
+        Message {
+            role: Role::System,
+            content: "Be brief.".into(),
+        },
+    );
+    let err = model
+        .processor
+        .encode(&conversation, &[], true, LabelMode::AssistantTurns)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tokenizer_config.json")
+            && err.contains("line 2")
+            && err.contains("System role not supported"),
+        "{err}"
+    );
+    // A template that does not compile fails at load, with its line.
+    cfg["chat_template"] =
+        serde_json::json!("{% for m in messages %}\n{{ m['content'] }\n{% endfor %}");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("chat_template") && err.contains("line 2"),
+        "{err}"
+    );
+    // A base model without a template reads plain text, and refuses chat with the fix named.
+    cfg.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let model = Model::load(&dir, &Device::flex(), DType::F32).unwrap();
+    let err = model
+        .processor
+        .encode(&conversation, &[], true, LabelMode::AssistantTurns)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no chat template") && err.contains("--template"),
+        "{err}"
+    );
+    let ids = model.processor.encode_plain("### Verdict:").unwrap();
+    assert_eq!(
+        ids[0],
+        model
+            .processor
+            .tokenizer
+            .token_to_id("<|begin_of_text|>")
+            .unwrap()
+    );
+    // --template llama3 gives it one.
+    let options = LoadOptions {
+        dtype: DType::F32,
+        template: Some("llama3".into()),
+    };
+    let model = Model::load_with(&dir, &Device::flex(), &options).unwrap();
+    let text = model
+        .processor
+        .encode(&conversation, &[], true, LabelMode::AssistantTurns)
+        .unwrap()
+        .text;
+    assert!(
+        text.starts_with("<|begin_of_text|><|start_header_id|>system"),
+        "{text}"
+    );
+    let bad = LoadOptions {
+        dtype: DType::F32,
+        template: Some("vicuna".into()),
+    };
+    let err = Model::load_with(&dir, &Device::flex(), &bad)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("vicuna") && err.contains("llava_llama_3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn images_and_placeholders_must_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = picture(tmp.path());
+    let dir = preset(tmp.path(), "llava-next-tiny");
+    let model = Model::load(&dir, &Device::flex(), DType::F32).unwrap();
+    let img = model.load_image(&image, &ImageOptions::default()).unwrap();
+    let conversation = Conversation::user_prompt("What is shown?", vec![image.clone()]);
+    let err = model
+        .processor
+        .encode(
+            &conversation,
+            &[img.clone(), img.clone()],
+            true,
+            LabelMode::AssistantTurns,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1 `<image>` placeholder(s) but 2 image(s)"),
+        "{err}"
+    );
+    // Image tokens in the ids without their images: a forward error, not a panic.
+    let ok = model
+        .processor
+        .encode(
+            &conversation,
+            std::slice::from_ref(&img),
+            true,
+            LabelMode::AssistantTurns,
+        )
+        .unwrap();
+    let batch = TokenBatch::from_sequences(vec![(ok.ids, Vec::new())], 0, true);
+    let err = model.logits(&batch).err().unwrap().to_string();
+    assert!(err.contains("image placeholder tokens"), "{err}");
+    // A text-only Llama refuses images by name.
+    let llama = Model::load(
+        &preset(tmp.path(), "llama-tiny"),
+        &Device::flex(),
+        DType::F32,
+    )
+    .unwrap();
+    let err = llama
+        .load_image(&image, &ImageOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("text-only"), "{err}");
+}
