@@ -21,7 +21,7 @@ use crate::bench_train::TrainShape;
 pub enum BenchCommand {
     /// Prefill and decode tokens/s of the built-in presets, and peak memory while loading.
     Forward {
-        /// Presets to run (comma-separated): tiny, small, qwen2vl-2b.
+        /// Presets to run (comma-separated): any `adamllm init` preset (tiny, small, qwen2vl-2b, llama-tiny, llama-small, llama3-8b, llava-next-tiny, llava-next-small, llava-next-8b).
         #[arg(long, default_value = "tiny,small")]
         presets: String,
         /// Devices to run (comma-separated): cpu, wgpu, auto, vulkan, ...
@@ -43,7 +43,7 @@ pub enum BenchCommand {
     /// Evaluation throughput (examples/s): batched generation against one prompt at a time,
     /// on a synthetic VQA_RAD-style benchmark (one 224×168 image and a short question per row).
     Eval {
-        /// Presets (comma-separated): tiny, small, qwen2vl-2b.
+        /// Presets (comma-separated): any `adamllm init` preset (tiny, small, qwen2vl-2b, llama-tiny, llama-small, llama3-8b, llava-next-tiny, llava-next-small, llava-next-8b).
         #[arg(long, default_value = "tiny,small")]
         presets: String,
         /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
@@ -62,7 +62,7 @@ pub enum BenchCommand {
     /// Synthesis throughput (images/s, generated tokens/s): batched against one image at a
     /// time, on random-weight presets and procedurally drawn slides with captions.
     Synth {
-        /// Presets (comma-separated): tiny, small, qwen2vl-2b.
+        /// Presets (comma-separated): any `adamllm init` preset (tiny, small, qwen2vl-2b, llama-tiny, llama-small, llama3-8b, llava-next-tiny, llava-next-small, llava-next-8b).
         #[arg(long, default_value = "tiny,small")]
         presets: String,
         /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
@@ -100,7 +100,7 @@ pub enum BenchCommand {
     /// matches `bench/torch_train.py`: random text-only sequences, every token supervised,
     /// AdamW, clipping at 1.0.
     Train {
-        /// Presets (comma-separated): tiny, small, qwen2vl-2b.
+        /// Presets (comma-separated): any `adamllm init` preset (tiny, small, qwen2vl-2b, llama-tiny, llama-small, llama3-8b, llava-next-tiny, llava-next-small, llava-next-8b).
         #[arg(long, default_value = "tiny,small")]
         presets: String,
         /// Modes (comma-separated): full (every weight trains), lora (r 8, α 16 on the

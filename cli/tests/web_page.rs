@@ -107,7 +107,16 @@ fn run_page(mode: &str, out: &Path, env: &[(&str, String)]) -> Value {
 
 /// `adamllm eval` on the built-in demo model and benchmark with the page's settings.
 fn cli_eval(out: &Path, limit: Option<&str>, max_new_tokens: Option<&str>) -> Vec<u8> {
-    let model = demo().join("model");
+    cli_eval_model(&demo().join("model"), out, limit, max_new_tokens)
+}
+
+/// `adamllm eval` of `model` on the built-in demo benchmark with the page's settings.
+fn cli_eval_model(
+    model: &Path,
+    out: &Path,
+    limit: Option<&str>,
+    max_new_tokens: Option<&str>,
+) -> Vec<u8> {
     let task = demo().join("benchmark/food_dish.yaml");
     let data = demo().join("benchmark/food_dish.jsonl");
     let pixels = (112 * 112).to_string();
@@ -327,4 +336,37 @@ fn broken_benchmark_file_is_a_readable_error_and_the_page_survives() {
         after.starts_with("Done"),
         "the page did not recover: {report:#}"
     );
+}
+
+/// A LLaVA-NeXT folder picked in the page (the paper's synthesizer family) answers the demo
+/// benchmark exactly as `adamllm eval` does on the same folder.
+#[test]
+fn a_picked_llava_next_folder_matches_the_cli() {
+    if !page_available() {
+        return;
+    }
+    let out = output_dir("llava-next");
+    let model = out.join("llava-next-tiny");
+    ok(&run(&[
+        "init",
+        "--out",
+        model.to_str().unwrap(),
+        "--preset",
+        "llava-next-tiny",
+        "--seed",
+        "2",
+    ]));
+    let report = run_page(
+        "cpu",
+        &out,
+        &[
+            ("ADAMLLM_PAGE_MODEL_DIR", model.display().to_string()),
+            ("ADAMLLM_PAGE_LIMIT", "3".into()),
+            ("ADAMLLM_PAGE_MAX_NEW_TOKENS", "4".into()),
+        ],
+    );
+    let info = report["model_info"].as_str().unwrap();
+    assert!(info.contains("llava_next"), "{info}");
+    let cli = cli_eval_model(&model, &out.join("cli-eval"), Some("3"), Some("4"));
+    assert_same_predictions(&std::fs::read(out.join("predictions.jsonl")).unwrap(), &cli);
 }

@@ -4,6 +4,8 @@
 //! tiny Llama judge → the filter → single-stage assembly → LoRA post-training of a tiny
 //! LLaVA-NeXT backbone (PEFT adapter written) → evaluation.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use adamllm::burn::tensor::{DType, Device};
@@ -16,7 +18,7 @@ use adamllm::models::registry::family_of_preset;
 use adamllm::synth::assemble::{AssemblyMode, run_assemble};
 use adamllm::synth::judge::{FilterOptions, judge_prompt_text, run_filter};
 use adamllm::synth::pairs::read_caption_pairs;
-use adamllm::synth::seed::{SEED_TRAIN_FILE, SeedInputs, SeedOptions, build_seed_set};
+use adamllm::synth::seed::{SEED_TRAIN_FILE, SeedOptions, build_seed_set};
 use adamllm::synth::synthesize::{SynthesizeOptions, TRIPLETS_FILE, run_synthesis};
 use adamllm::synth::triplets::{Triplet, triplet_from_output};
 use adamllm::train::recipe::TrainRecipe;
@@ -31,11 +33,6 @@ const COLORS: [(&str, [u8; 3]); 3] = [
 const QUESTION: &str = "Is the picture a single square?";
 const INFORMATIVE: &str = "One square fills the whole frame, so yes.";
 const PRECISE: &str = "Yes";
-
-fn write_jsonl(path: &Path, rows: &[Value]) {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
 
 fn init(dir: &Path, preset: &str, seed: u64) -> PathBuf {
     let out = dir.join(format!("{preset}-{seed}"));
@@ -94,36 +91,8 @@ fn llava_synthesizer_llama_judge_and_llava_backbone_run_the_pipeline() {
     std::fs::create_dir_all(&images).unwrap();
 
     // 1. Seed data → the synthesizer's tuning set.
-    let (mut captions, mut precise, mut informative) = (Vec::new(), Vec::new(), Vec::new());
-    for (name, rgb) in COLORS {
-        let file = format!("{name}.png");
-        image::RgbImage::from_pixel(56, 56, image::Rgb(rgb))
-            .save(images.join(&file))
-            .unwrap();
-        captions.push(json!({"images": [file], "messages": [
-            {"role": "user", "content": "<image>Write a caption."},
-            {"role": "assistant", "content": format!("A {name} square.")}]}));
-        precise.push(json!({"images": [file], "messages": [
-            {"role": "user", "content": format!("<image>{QUESTION}")},
-            {"role": "assistant", "content": PRECISE}]}));
-        informative.push(json!({"images": [file], "messages": [
-            {"role": "user", "content": format!("<image>{QUESTION}")},
-            {"role": "assistant", "content": INFORMATIVE}]}));
-    }
-    for (file, rows) in [
-        ("captions.jsonl", &captions),
-        ("precise.jsonl", &precise),
-        ("informative.jsonl", &informative),
-    ] {
-        write_jsonl(&dir.join(file), rows);
-    }
+    let inputs = common::write_square_seed(dir, &images, &COLORS, QUESTION, PRECISE, INFORMATIVE);
     let seed_dir = dir.join("seed");
-    let inputs = SeedInputs {
-        captions: dir.join("captions.jsonl"),
-        precise: dir.join("precise.jsonl"),
-        informative: dir.join("informative.jsonl"),
-        images: images.clone(),
-    };
     let options = SeedOptions {
         blank_percent: 0.0,
         dev_fraction: 0.0,
@@ -157,7 +126,7 @@ fn llava_synthesizer_llama_judge_and_llava_backbone_run_the_pipeline() {
         })
         .collect();
     let pairs_path = dir.join("image_caption_pairs.jsonl");
-    write_jsonl(&pairs_path, &pairs);
+    common::write_jsonl(&pairs_path, &pairs);
     let read = read_caption_pairs(&pairs_path).unwrap();
     let synth_out = dir.join("synth");
     let summary = run_synthesis(
@@ -195,7 +164,7 @@ fn llava_synthesizer_llama_judge_and_llava_backbone_run_the_pipeline() {
     let judge_rows = vec![json!({"messages": [
         {"role": "user", "content": judge_prompt_text(&want, 0, true)},
         {"role": "assistant", "content": "Yes"}]})];
-    write_jsonl(&dir.join("judge.jsonl"), &judge_rows);
+    common::write_jsonl(&dir.join("judge.jsonl"), &judge_rows);
     let judge_run = train_on(
         init(dir, "llama-tiny", 6),
         dir,

@@ -13,7 +13,7 @@ use adamllm::models::Model;
 use adamllm::models::TokenBatch;
 use adamllm::models::layers::tensor_to_vec;
 use adamllm::models::prompt::LabelMode;
-use common::{fixture, read_reference, test_devices};
+use common::{fixture, fixture_cases, read_reference, test_devices};
 
 const LOGITS_TOL: f32 = 1e-4;
 const LOSS_TOL: f64 = 1e-4;
@@ -116,15 +116,7 @@ fn check_case(model: &Model, dir: &std::path::Path, case: &str, device: &str) {
 
 fn check_config(name: &str) {
     let dir = fixture(&format!("llama/{name}"));
-    let mut cases: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| {
-            let n = e.unwrap().file_name().to_string_lossy().to_string();
-            n.strip_suffix(".expected.json").map(str::to_string)
-        })
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "{name}: no fixture case");
+    let cases = fixture_cases(&dir);
     for (device, selected) in test_devices() {
         let model = Model::load(&dir, &selected.device, DType::F32).unwrap();
         assert_eq!(model.spec.family, "llama");

@@ -19,7 +19,7 @@ use adamllm::models::llava_next::config::default_pinpoints;
 use adamllm::models::llava_next::image_processor::AnyresConfig;
 use adamllm::models::prompt::LabelMode;
 use adamllm::models::{Model, Network, TokenBatch};
-use common::{fixture, read_reference, test_devices};
+use common::{fixture, fixture_cases, read_reference, test_devices};
 use serde_json::Value;
 
 const TOL: f32 = 1e-4;
@@ -232,26 +232,13 @@ fn check_case(
     }
 }
 
-fn cases_of(dir: &std::path::Path) -> Vec<String> {
-    let mut cases: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let n = e.unwrap().file_name().to_string_lossy().to_string();
-            n.strip_suffix(".expected.json").map(str::to_string)
-        })
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty(), "{}: no fixture case", dir.display());
-    cases
-}
-
 fn check_config(name: &str, cases_from: &str) {
     let dir = fixture(&format!("llava_next/{name}"));
     let case_dir = fixture(&format!("llava_next/{cases_from}"));
     for (device, selected) in test_devices() {
         let model = Model::load(&dir, &selected.device, DType::F32).unwrap();
         assert_eq!(model.spec.family, "llava_next");
-        for case in cases_of(&case_dir) {
+        for case in fixture_cases(&case_dir) {
             check_case(&model, &dir, &case_dir, &case, device);
         }
     }

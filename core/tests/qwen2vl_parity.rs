@@ -140,14 +140,7 @@ fn check_case(model: &Model, dir: &std::path::Path, case: &str, device_name: &st
 
 fn check_config(name: &str) {
     let dir = fixture(&format!("qwen2vl/{name}"));
-    let mut cases: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| {
-            let n = e.unwrap().file_name().to_string_lossy().to_string();
-            n.strip_suffix(".expected.json").map(str::to_string)
-        })
-        .collect();
-    cases.sort();
+    let cases = fixture_cases(&dir);
     assert!(cases.len() >= 2, "{name}: fixture cases missing");
     for (device_name, selected) in test_devices() {
         let model = Model::load(&dir, &selected.device, DType::F32).unwrap();

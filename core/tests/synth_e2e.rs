@@ -2,6 +2,8 @@
 //! `mask_mode: synthesizer` → `run_synthesis` (batched = one at a time, bad rows skipped with
 //! reasons) → a judge trained on the few-shot prompt → `run_filter` → `run_assemble`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use adamllm::burn::tensor::{DType, Device};
@@ -10,7 +12,7 @@ use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
 use adamllm::synth::assemble::{AssemblyMode, run_assemble};
 use adamllm::synth::judge::{FilterOptions, judge_prompt_text, judge_triplets, run_filter};
 use adamllm::synth::pairs::read_caption_pairs;
-use adamllm::synth::seed::{SEED_TRAIN_FILE, SeedInputs, SeedOptions, build_seed_set};
+use adamllm::synth::seed::{SEED_TRAIN_FILE, SeedOptions, build_seed_set};
 use adamllm::synth::synthesize::{SynthesizeOptions, TRIPLETS_FILE, run_synthesis};
 use adamllm::synth::triplets::{INFORMATIVE_HINT, Triplet, triplet_from_output};
 use adamllm::train::recipe::TrainRecipe;
@@ -37,11 +39,6 @@ fn expected_triplet() -> Triplet {
         informative_answer: INFORMATIVE.into(),
         precise_answer: PRECISE.into(),
     }
-}
-
-fn write_jsonl(path: &Path, rows: &[Value]) {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
 }
 
 fn recipe(overrides: &[(&str, &str)]) -> TrainRecipe {
@@ -95,36 +92,8 @@ fn synthesize_filter_assemble_on_a_trained_tiny_synthesizer() {
     std::fs::create_dir_all(&images).unwrap();
 
     // 1. Seed data and the synthesizer's tuning set.
-    let (mut captions, mut precise, mut informatives) = (Vec::new(), Vec::new(), Vec::new());
-    for (name, rgb) in COLORS {
-        let file = format!("{name}.png");
-        image::RgbImage::from_pixel(56, 56, image::Rgb(rgb))
-            .save(images.join(&file))
-            .unwrap();
-        captions.push(json!({"images": [file], "messages": [
-            {"role": "user", "content": "<image>Write a caption."},
-            {"role": "assistant", "content": format!("A {name} square.")}]}));
-        precise.push(json!({"images": [file], "messages": [
-            {"role": "user", "content": format!("<image>{QUESTION}")},
-            {"role": "assistant", "content": PRECISE}]}));
-        informatives.push(json!({"images": [file], "messages": [
-            {"role": "user", "content": format!("<image>{QUESTION}")},
-            {"role": "assistant", "content": INFORMATIVE}]}));
-    }
-    for (file, rows) in [
-        ("captions.jsonl", &captions),
-        ("precise.jsonl", &precise),
-        ("informative.jsonl", &informatives),
-    ] {
-        write_jsonl(&dir.join(file), rows);
-    }
+    let inputs = common::write_square_seed(dir, &images, &COLORS, QUESTION, PRECISE, INFORMATIVE);
     let seed_dir = dir.join("seed");
-    let inputs = SeedInputs {
-        captions: dir.join("captions.jsonl"),
-        precise: dir.join("precise.jsonl"),
-        informative: dir.join("informative.jsonl"),
-        images: images.clone(),
-    };
     // Seed 16 shuffles every image's two rounds into the same order (informative first).
     let seed_options = SeedOptions {
         blank_percent: 0.0,
@@ -178,7 +147,7 @@ fn synthesize_filter_assemble_on_a_trained_tiny_synthesizer() {
     pairs.push(json!({"images": ["black.png"], "messages": [
         {"role": "user", "content": "<image>Describe."}]}));
     let pairs_path = dir.join("image_caption_pairs.jsonl");
-    write_jsonl(&pairs_path, &pairs);
+    common::write_jsonl(&pairs_path, &pairs);
     let read = read_caption_pairs(&pairs_path).unwrap();
     assert_eq!((read.pairs.len(), read.skipped.len()), (6, 2));
 
@@ -317,8 +286,8 @@ fn synthesize_filter_assemble_on_a_trained_tiny_synthesizer() {
     }
     synthesized.push(json!({"syn_id": 9, "pred": "Answer with a precise response.\nCut off"}));
     let input = dir.join("hand_written_triplets.jsonl");
-    write_jsonl(&input, &synthesized);
-    write_jsonl(&dir.join("judge.jsonl"), &judge_rows);
+    common::write_jsonl(&input, &synthesized);
+    common::write_jsonl(&dir.join("judge.jsonl"), &judge_rows);
     let judge_dir = train_tiny(
         dir,
         "judge",

@@ -52,6 +52,34 @@ fn settings(limit: usize) -> EvalSettings {
     }
 }
 
+/// The CLI's evaluation of the demo benchmark: the model loaded from disk, the rows read from
+/// the file, the files written by `run_eval` into `out`; returns `predictions.jsonl`.
+fn cli_eval(model_dir: &Path, settings: &EvalSettings, out: &Path) -> String {
+    let device = select_device(DeviceChoice::Cpu).unwrap();
+    let task = settings.task.resolve().unwrap();
+    let model =
+        adamllm::models::Model::load(model_dir, &device.device, adamllm::burn::tensor::DType::F32)
+            .unwrap();
+    let rows = read_benchmark(
+        &demo().join("benchmark/food_dish.jsonl"),
+        &ReadOptions {
+            required_fields: task.required_fields(),
+            ..ReadOptions::default()
+        },
+    )
+    .unwrap();
+    run_eval(
+        &model,
+        &task,
+        &rows,
+        out,
+        &settings.options(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    std::fs::read_to_string(out.join("predictions.jsonl")).unwrap()
+}
+
 #[test]
 fn page_evaluation_writes_the_cli_files_byte_for_byte() {
     let device = select_device(DeviceChoice::Cpu).unwrap();
@@ -87,31 +115,8 @@ fn page_evaluation_writes_the_cli_files_byte_for_byte() {
     assert!(outcome.generated_tokens > 0);
 
     // The CLI's path: the model from disk, rows from the file, files written by run_eval.
-    let disk_model = adamllm::models::Model::load(
-        &demo().join("model"),
-        &device.device,
-        adamllm::burn::tensor::DType::F32,
-    )
-    .unwrap();
-    let disk_rows = read_benchmark(
-        &demo().join("benchmark/food_dish.jsonl"),
-        &ReadOptions {
-            required_fields: task.required_fields(),
-            ..ReadOptions::default()
-        },
-    )
-    .unwrap();
     let out = tempfile::tempdir().unwrap();
-    run_eval(
-        &disk_model,
-        &task,
-        &disk_rows,
-        out.path(),
-        &settings.options(),
-        &mut |_, _| {},
-    )
-    .unwrap();
-    let cli_predictions = std::fs::read_to_string(out.path().join("predictions.jsonl")).unwrap();
+    let cli_predictions = cli_eval(&demo().join("model"), &settings, out.path());
     assert_eq!(outcome.predictions_jsonl, cli_predictions);
     let cli_results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
@@ -172,4 +177,76 @@ fn picked_benchmarks_name_the_missing_image_and_the_bad_line() {
         error.contains("bad/config.json") && error.contains("line 1"),
         "{error}"
     );
+}
+
+/// A picked LLaVA-NeXT folder evaluates in the page exactly as `adamllm eval` does, and a
+/// LLaVA-NeXT synthesizer with a Llama judge runs the synthesis panel.
+#[test]
+fn picked_llava_next_and_llama_folders_run_in_the_page() {
+    use adamllm::models::registry::family_of_preset;
+    use adamllm_web::page::{SynthSettings, synthesize_and_judge};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let device = select_device(DeviceChoice::Cpu).unwrap();
+    let mut loaded = Vec::new();
+    for preset in ["llava-next-tiny", "llama-tiny"] {
+        let dir = tmp.path().join(preset);
+        family_of_preset(preset)
+            .unwrap()
+            .write_preset(preset, &dir, 4)
+            .unwrap();
+        let files = ModelFiles::in_memory(preset, picked(&dir, preset));
+        let (model, info) = load_model(&files, &device).unwrap();
+        assert_eq!(
+            info.model_type,
+            if preset == "llama-tiny" {
+                "llama"
+            } else {
+                "llava_next"
+            }
+        );
+        loaded.push((dir, model, info));
+    }
+    let (llava_dir, llava, info) = &loaded[0];
+    assert_eq!(info.family, "llava_next");
+
+    let settings = settings(3);
+    let task = settings.task.resolve().unwrap();
+    let bytes = std::fs::read(demo().join("benchmark/food_dish.jsonl")).unwrap();
+    let rows =
+        read_picked_benchmark("food_dish.jsonl", bytes, &demo_images(), &task, Some(3)).unwrap();
+    let outcome = pollster::block_on(evaluate(
+        llava,
+        "llava-next-tiny",
+        &settings,
+        &rows,
+        &|| 0.0,
+        &mut |_, _| {},
+    ))
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    assert_eq!(
+        outcome.predictions_jsonl,
+        cli_eval(llava_dir, &settings, out.path())
+    );
+
+    let image = std::fs::read(demo().join("benchmark/images/food-test-00001.png")).unwrap();
+    let synth = SynthSettings {
+        caption: "A bowl of noodle soup with carrots.".into(),
+        max_new_tokens: Some(6),
+        ..SynthSettings::default()
+    };
+    let judge = &loaded[1].1;
+    let outcome = pollster::block_on(synthesize_and_judge(
+        llava,
+        Some(judge),
+        &image,
+        &synth,
+        &|| 0.0,
+    ))
+    .unwrap();
+    assert!(outcome.tokens > 0 && outcome.tokens <= 6, "{outcome:?}");
+    assert_eq!(outcome.finish_reason, "length");
+    // A random synthesizer writes no triplet; the judge says so rather than failing.
+    assert_eq!(outcome.consistency.as_deref(), Some("no_triplet"));
 }

@@ -8,6 +8,8 @@
 //   ADAMLLM_PAGE_LIMIT, ADAMLLM_PAGE_MAX_NEW_TOKENS   optional evaluation settings
 //   ADAMLLM_PAGE_BROKEN  (broken mode) a malformed benchmark file to pick
 //   ADAMLLM_PAGE_SYNTH   (cpu mode) set to 1 to also run the synthesis panel
+//   ADAMLLM_PAGE_MODEL_DIR  a model folder to pick (as a user picks one) instead of the
+//                           built-in demo model
 //
 // The page is served by a small static server here, on 127.0.0.1. Every request the browser
 // makes is recorded (and any request off that origin is blocked and reported).
@@ -88,7 +90,12 @@ try {
   report.backend = await page.locator('#device').getAttribute('data-backend');
   if (report.backend === null) throw new Error(`the engine did not start: ${await page.locator('#error').textContent()}`);
 
-  await page.click('#use-demo-model');
+  if (process.env.ADAMLLM_PAGE_MODEL_DIR) {
+    await page.waitForFunction(() => !document.getElementById('model-folder').disabled, null, { timeout: long });
+    await page.setInputFiles('#model-folder', process.env.ADAMLLM_PAGE_MODEL_DIR);
+  } else {
+    await page.click('#use-demo-model');
+  }
   await page.waitForSelector('#model-info:not([hidden])', { timeout: long });
   report.model_info = await page.locator('#model-info').textContent();
 

@@ -81,6 +81,7 @@ function showModel(info) {
   state.model = info;
   fillInfo($('model-info'), [
     ['name', info.name],
+    ['family', info.family],
     ['type', info.model_type],
     ['parameters', info.parameters.toLocaleString('en')],
     ['size', humanBytes(info.bytes)],

@@ -217,6 +217,26 @@ impl Model {
         super::registry::family_of(files)?.load(files, device, options)
     }
 
+    /// A loaded model from its parts; reads `generation_config.json` (defaults when absent).
+    pub fn assemble(
+        network: super::Network,
+        spec: ModelSpec,
+        processor: Processor,
+        files: &ModelFiles,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, LoadModelError> {
+        Ok(Self {
+            network,
+            spec,
+            processor,
+            generation: GenerationConfig::from_model_files(files)?,
+            dir: files.root(),
+            device: device.clone(),
+            dtype,
+        })
+    }
+
     /// The family network as the shared code sees it.
     pub fn net(&self) -> &dyn FamilyNetwork {
         self.network.family()

@@ -90,3 +90,20 @@ pub fn write_random_checkpoint(
     })?;
     Ok(layout_parameters(layout))
 }
+
+/// Writes a preset's random weights: real-size shapes in bf16 (as their releases are stored,
+/// half the bytes), small ones in f32. Returns the parameter count.
+pub fn write_preset_checkpoint(
+    out: &std::path::Path,
+    layout: &[LayoutEntry],
+    seed: u64,
+    real_size: bool,
+) -> Result<usize, crate::io::FileError> {
+    use crate::models::checkpoint::{SINGLE_FILE, StorageDtype};
+    let storage = if real_size {
+        StorageDtype::Bf16
+    } else {
+        StorageDtype::F32
+    };
+    write_random_checkpoint(&out.join(SINGLE_FILE), layout, seed, storage)
+}

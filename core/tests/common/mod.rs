@@ -94,3 +94,68 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The case names of a parity fixture folder (every `<case>.expected.json`), sorted.
+pub fn fixture_cases(dir: &Path) -> Vec<String> {
+    let mut cases: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().to_string();
+            n.strip_suffix(".expected.json").map(str::to_string)
+        })
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "{}: no fixture case", dir.display());
+    cases
+}
+
+/// Writes JSON rows as a JSONL file.
+pub fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The synthesizer's seed files for one-colour squares: `<name>.png` in `images`, a caption
+/// `A <name> square.` each, and the same question with its precise and informative answers
+/// for every image (`captions.jsonl`, `precise.jsonl`, `informative.jsonl` in `dir`).
+pub fn write_square_seed(
+    dir: &Path,
+    images: &Path,
+    colors: &[(&str, [u8; 3])],
+    question: &str,
+    precise: &str,
+    informative: &str,
+) -> adamllm::synth::seed::SeedInputs {
+    use serde_json::json;
+    std::fs::create_dir_all(images).unwrap();
+    let (mut captions, mut precise_rows, mut informative_rows) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for (name, rgb) in colors {
+        let file = format!("{name}.png");
+        image::RgbImage::from_pixel(56, 56, image::Rgb(*rgb))
+            .save(images.join(&file))
+            .unwrap();
+        captions.push(json!({"images": [file], "messages": [
+            {"role": "user", "content": "<image>Write a caption."},
+            {"role": "assistant", "content": format!("A {name} square.")}]}));
+        precise_rows.push(json!({"images": [file], "messages": [
+            {"role": "user", "content": format!("<image>{question}")},
+            {"role": "assistant", "content": precise}]}));
+        informative_rows.push(json!({"images": [file], "messages": [
+            {"role": "user", "content": format!("<image>{question}")},
+            {"role": "assistant", "content": informative}]}));
+    }
+    for (file, rows) in [
+        ("captions.jsonl", &captions),
+        ("precise.jsonl", &precise_rows),
+        ("informative.jsonl", &informative_rows),
+    ] {
+        write_jsonl(&dir.join(file), rows);
+    }
+    adamllm::synth::seed::SeedInputs {
+        captions: dir.join("captions.jsonl"),
+        precise: dir.join("precise.jsonl"),
+        informative: dir.join("informative.jsonl"),
+        images: images.to_path_buf(),
+    }
+}

@@ -235,6 +235,24 @@ impl LlamaConfig {
         self.rope().map(|_| ())
     }
 
+    /// The facts every stage needs of a model whose language model this is.
+    pub fn model_spec(
+        &self,
+        family: &'static str,
+        model_type: &str,
+        rope: RopeSpec,
+    ) -> crate::models::ModelSpec {
+        crate::models::ModelSpec {
+            family,
+            model_type: model_type.to_string(),
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            max_positions: self.max_position_embeddings,
+            rope,
+            eos_token_ids: self.eos_token_ids(),
+        }
+    }
+
     /// The decoder shapes.
     pub fn decoder_config(&self) -> DecoderConfig {
         DecoderConfig {

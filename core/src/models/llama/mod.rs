@@ -23,12 +23,11 @@ use crate::models::checkpoint::CheckpointReader;
 use crate::models::decoder::TextModel;
 use crate::models::export::{default_layout, is_adapter_path, text_checkpoint_name};
 use crate::models::family::{
-    Family, FamilyNetwork, KeyLayout, LoadModelError, LoadOptions, Model, ModelSpec, Part,
+    Family, FamilyNetwork, KeyLayout, LoadModelError, LoadOptions, Model, Part,
 };
 use crate::models::files::ModelFiles;
 use crate::models::layers::{Linear, WeightLoader};
 use crate::models::prompt::{EndOfText, Processor, choose_template, tokenizer_from_files};
-use crate::models::qwen2_vl::config::GenerationConfig;
 
 /// The network: the language model alone.
 #[derive(Module, Debug)]
@@ -172,7 +171,6 @@ impl Family for LlamaFamily {
     ) -> Result<Model, LoadModelError> {
         let mut config = read_config(files)?;
         let processor = text_processor(files, &config, options.template.as_deref())?;
-        let generation = GenerationConfig::from_model_files(files)?;
         let reader = CheckpointReader::open(files)?;
         config.vocab_size = checkpoint_vocab(&reader, "", config.vocab_size);
         let mut loader = WeightLoader::new(&reader, device, options.dtype);
@@ -180,24 +178,9 @@ impl Family for LlamaFamily {
         let rope = config
             .rope()
             .map_err(|(key, message)| FileError::key(&files.path("config.json"), key, message))?;
-        let spec = ModelSpec {
-            family: self.name(),
-            model_type: config.model_type.clone(),
-            vocab_size: config.vocab_size,
-            hidden_size: config.hidden_size,
-            max_positions: config.max_position_embeddings,
-            rope,
-            eos_token_ids: config.eos_token_ids(),
-        };
-        Ok(Model {
-            network: crate::models::Network::Llama(LlamaModel { text }),
-            spec,
-            processor,
-            generation,
-            dir: files.root(),
-            device: device.clone(),
-            dtype: options.dtype,
-        })
+        let spec = config.model_spec(self.name(), &config.model_type, rope);
+        let network = crate::models::Network::Llama(LlamaModel { text });
+        Model::assemble(network, spec, processor, files, device, options.dtype)
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {

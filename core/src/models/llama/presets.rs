@@ -9,9 +9,8 @@ use tokenizers::Tokenizer;
 
 use super::config::LlamaConfig;
 use crate::io::{FileError, write_atomic, write_json_atomic};
-use crate::models::checkpoint::{SINGLE_FILE, StorageDtype};
 use crate::models::decoder::decoder_layout;
-use crate::models::init::write_random_checkpoint;
+use crate::models::init::write_preset_checkpoint;
 use crate::models::qwen2_vl::config::EosTokenIds;
 
 /// A byte-level BPE tokenizer with Llama 3's pre-tokenizer and special tokens (in Llama 3.0's
@@ -28,7 +27,7 @@ pub const PRESETS: &[(&str, &str)] = &[
         "llama-tiny",
         "Llama 3 shape, ~0.2M parameters (tests, a tiny judge)",
     ),
-    ("llama-small", "Llama 3 shape, ~40M parameters (benchmarks)"),
+    ("llama-small", "Llama 3 shape, ~26M parameters (benchmarks)"),
     (
         "llama3-8b",
         "the shapes of Meta-Llama-3-8B (the paper's judge), 8,030,261,248 parameters, stored in bf16",
@@ -119,12 +118,7 @@ pub fn write_preset(name: &str, out: &Path, seed: u64) -> Result<usize, FileErro
         .ok_or_else(|| FileError::new(out, format!("unknown Llama preset {name:?}")))?;
     write_llama_files(out, &cfg)?;
     let layout = decoder_layout(&cfg.decoder_config(), "", cfg.initializer_range);
-    let storage = if name == "llama3-8b" {
-        StorageDtype::Bf16
-    } else {
-        StorageDtype::F32
-    };
-    write_random_checkpoint(&out.join(SINGLE_FILE), &layout, seed, storage)
+    write_preset_checkpoint(out, &layout, seed, name == "llama3-8b")
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crate::models::checkpoint::CheckpointReader;
 use crate::models::decoder::TextModel;
 use crate::models::export::{default_layout, is_adapter_path, text_checkpoint_name};
 use crate::models::family::{
-    Family, FamilyNetwork, KeyLayout, LoadModelError, LoadOptions, Model, ModelSpec, Part,
+    Family, FamilyNetwork, KeyLayout, LoadModelError, LoadOptions, Model, Part,
 };
 use crate::models::files::ModelFiles;
 use crate::models::image::ProcessedImage;
@@ -43,7 +43,6 @@ use crate::models::llama::checkpoint_vocab;
 use crate::models::prompt::{
     EndOfText, ImageToken, Processor, choose_template, tokenizer_from_files,
 };
-use crate::models::qwen2_vl::config::GenerationConfig;
 
 /// The network: CLIP tower, projector, `image_newline` and the Llama language model.
 #[derive(Module, Debug)]
@@ -491,7 +490,6 @@ impl Family for LlavaNextFamily {
             .into());
         }
         let processor = llava_processor(files, &config, tokenizer, options.template.as_deref())?;
-        let generation = GenerationConfig::from_model_files(files)?;
         let mut w = WeightLoader::new(&reader, device, options.dtype);
         let vision = ClipVisionTower::load(&config.vision_config, &mut w, "vision_tower.")?;
         let (ve, te) = (
@@ -512,32 +510,18 @@ impl Family for LlavaNextFamily {
         let rope = config.text_config.rope().map_err(|(k, m)| {
             FileError::key(&files.path("config.json"), format!("text_config.{k}"), m)
         })?;
-        let t = &config.text_config;
-        let spec = ModelSpec {
-            family: self.name(),
-            model_type: config.model_type.clone(),
-            vocab_size: t.vocab_size,
-            hidden_size: t.hidden_size,
-            max_positions: t.max_position_embeddings,
-            rope,
-            eos_token_ids: t.eos_token_ids(),
-        };
-        Ok(Model {
-            network: crate::models::Network::LlavaNext(LlavaNextModel {
-                vision,
-                projector,
-                image_newline,
-                text,
-                config,
-                converted_config: converted,
-            }),
-            spec,
-            processor,
-            generation,
-            dir: files.root(),
-            device: device.clone(),
-            dtype: options.dtype,
-        })
+        let spec = config
+            .text_config
+            .model_spec(self.name(), &config.model_type, rope);
+        let network = crate::models::Network::LlavaNext(LlavaNextModel {
+            vision,
+            projector,
+            image_newline,
+            text,
+            config,
+            converted_config: converted,
+        });
+        Model::assemble(network, spec, processor, files, device, options.dtype)
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {

@@ -10,9 +10,8 @@ use serde_json::json;
 
 use super::config::{ClipVisionConfig, LlavaNextConfig, default_pinpoints};
 use crate::io::{FileError, write_json_atomic};
-use crate::models::checkpoint::{SINGLE_FILE, StorageDtype};
 use crate::models::decoder::decoder_layout;
-use crate::models::init::{Init, LayoutEntry, write_random_checkpoint};
+use crate::models::init::{Init, LayoutEntry, write_preset_checkpoint};
 use crate::models::llama::presets::{
     preset_config as llama_preset, tiny_llama_token, write_llama_files,
 };
@@ -21,11 +20,11 @@ use crate::models::llama::presets::{
 pub const PRESETS: &[(&str, &str)] = &[
     (
         "llava-next-tiny",
-        "LLaVA-NeXT shape (CLIP + projector + Llama 3), ~0.3M parameters, 56-pixel crops (tests)",
+        "LLaVA-NeXT shape (CLIP + projector + Llama 3), ~0.2M parameters, 56-pixel crops (tests)",
     ),
     (
         "llava-next-small",
-        "LLaVA-NeXT shape, ~45M parameters, 112-pixel crops (benchmarks)",
+        "LLaVA-NeXT shape, ~31M parameters, 112-pixel crops (benchmarks)",
     ),
     (
         "llava-next-8b",
@@ -212,17 +211,7 @@ pub fn write_preset(name: &str, out: &Path, seed: u64) -> Result<usize, FileErro
     let cfg = preset_config(name)
         .ok_or_else(|| FileError::new(out, format!("unknown LLaVA-NeXT preset {name:?}")))?;
     write_llava_files(out, &cfg)?;
-    let storage = if name == "llava-next-8b" {
-        StorageDtype::Bf16
-    } else {
-        StorageDtype::F32
-    };
-    write_random_checkpoint(
-        &out.join(SINGLE_FILE),
-        &checkpoint_layout(&cfg),
-        seed,
-        storage,
-    )
+    write_preset_checkpoint(out, &checkpoint_layout(&cfg), seed, name == "llava-next-8b")
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::{DType, Device, Tensor};
 
-use self::config::{GenerationConfig, Qwen2VlConfig};
+use self::config::Qwen2VlConfig;
 use self::rope::{VisionTokenIds, rope_positions};
 use self::vision::VisionTower;
 use crate::io::FileError;
@@ -268,7 +268,6 @@ impl Family for Qwen2VlFamily {
         let config = Qwen2VlConfig::from_model_files(files)?;
         let processor =
             processor::processor_from_files(files, &config, options.template.as_deref())?;
-        let generation = GenerationConfig::from_model_files(files)?;
         let reader = CheckpointReader::open(files)?;
         let mut loader = WeightLoader::new(&reader, device, options.dtype);
         let vision = if config.is_text_only() {
@@ -290,19 +289,12 @@ impl Family for Qwen2VlFamily {
             },
             eos_token_ids: config.eos_token_ids(),
         };
-        Ok(Model {
-            network: crate::models::Network::Qwen2Vl(Qwen2VlModel {
-                vision,
-                text,
-                config,
-            }),
-            spec,
-            processor,
-            generation,
-            dir: files.root(),
-            device: device.clone(),
-            dtype: options.dtype,
-        })
+        let network = crate::models::Network::Qwen2Vl(Qwen2VlModel {
+            vision,
+            text,
+            config,
+        });
+        Model::assemble(network, spec, processor, files, device, options.dtype)
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {
