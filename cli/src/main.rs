@@ -23,6 +23,8 @@ use adamllm::eval::benchmark::{BenchmarkRow, ReadOptions, read_benchmark};
 #[cfg(feature = "benchmark-files")]
 use adamllm::eval::custom_task::EvalTask;
 #[cfg(feature = "benchmark-files")]
+use adamllm::eval::hf_layout;
+#[cfg(feature = "benchmark-files")]
 use adamllm::eval::runner::{
     EvalError, EvalOptions, Suite, render_results_table, run_eval, run_suite,
 };
@@ -144,7 +146,7 @@ enum Command {
     },
     /// Generate a reply to one prompt (with optional images).
     Generate {
-        /// Model folder.
+        /// Model folder, or a model id in the Hugging Face cache (`org/name[@revision]`).
         #[arg(long)]
         model: PathBuf,
         /// Image file; repeat for several. `<image>` in the prompt marks where each goes
@@ -181,7 +183,7 @@ enum Command {
     },
     /// Mean cross-entropy per supervised token over a ShareGPT/LLaVA dataset (JSON output).
     Loss {
-        /// Model folder.
+        /// Model folder, or a model id in the Hugging Face cache (`org/name[@revision]`).
         #[arg(long)]
         model: PathBuf,
         /// Dataset file (.json array or .jsonl).
@@ -216,15 +218,16 @@ enum Command {
     #[cfg(feature = "benchmark-files")]
     /// Generate answers for a benchmark with the paper's settings and score them.
     Eval {
-        /// Model folder.
+        /// Model folder, or a model id in the Hugging Face cache (`org/name[@revision]`).
         #[arg(long)]
         model: PathBuf,
         /// A task name (VQA_RAD, SLAKE, PathVQA, PMC-VQA, Food101, FoodSeg103, Nutrition5K,
         /// Recipe1M), a suite (all-biomed, all-food) or a custom task file (.yaml).
         #[arg(long)]
         task: String,
-        /// Benchmark file (.jsonl or .parquet); for a suite, a folder holding
-        /// `<task>.jsonl` or `<task>.parquet` per task.
+        /// Benchmark: a .jsonl, .parquet or .arrow file, a `datasets` save_to_disk folder, a
+        /// parquet-branch config folder, or a benchmark repo folder holding several tasks
+        /// (`vqa_rad/`, `SLAKE/`, ... or `<task>.jsonl|.parquet`; what a suite reads).
         #[arg(long)]
         data: PathBuf,
         /// Folder image paths are relative to (default: the benchmark file's folder).
@@ -306,6 +309,65 @@ fn init_command(out: &std::path::Path, preset: &str, seed: u64, force: bool) -> 
     Ok(())
 }
 
+/// The benchmark of each of `suite`'s tasks found under `data` (a cloned benchmark repo, its
+/// parquet branch, or a folder of `<task>.jsonl|.parquet` files); tasks not there are skipped
+/// with a note, and none found is an error naming what was looked for.
+#[cfg(feature = "benchmark-files")]
+fn locate_suite_tasks(
+    data: &std::path::Path,
+    suite: Suite,
+) -> Result<Vec<(BenchmarkTask, PathBuf)>> {
+    if !data.is_dir() {
+        bail!(
+            "{}: a suite ({}) reads a folder holding its tasks, and this is not a folder",
+            data.display(),
+            suite.name()
+        );
+    }
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for task in suite.tasks() {
+        match hf_layout::locate_task(data, task) {
+            Some(path) => found.push((task, path)),
+            None => missing.push(task),
+        }
+    }
+    if found.is_empty() {
+        let looked: Vec<String> = missing
+            .iter()
+            .map(|t| format!("  {}: {}", t.name(), hf_layout::looked_for(*t)))
+            .collect();
+        bail!(
+            "{}: no task of suite {} is here; looked for\n{}",
+            data.display(),
+            suite.name(),
+            looked.join("\n")
+        );
+    }
+    for task in &missing {
+        eprintln!(
+            "note: {} is not under {} (looked for {}); skipped",
+            task.name(),
+            data.display(),
+            hf_layout::looked_for(*task)
+        );
+    }
+    Ok(found)
+}
+
+/// `data` itself, or the task's folder or file inside it when `data` is a repository folder
+/// holding several tasks rather than one benchmark.
+#[cfg(feature = "benchmark-files")]
+fn task_in_repo_folder(data: &std::path::Path, task: BenchmarkTask) -> PathBuf {
+    if data.is_dir()
+        && !hf_layout::is_dataset_folder(data)
+        && let Some(found) = hf_layout::locate_task(data, task)
+    {
+        return found;
+    }
+    data.to_path_buf()
+}
+
 #[cfg(feature = "benchmark-files")]
 fn eval_command(
     model_dir: &std::path::Path,
@@ -318,27 +380,7 @@ fn eval_command(
 ) -> Result<()> {
     // Check the task and the data before loading the model.
     if let Some(suite) = Suite::from_arg(task_arg) {
-        let files: Vec<(BenchmarkTask, PathBuf)> = suite
-            .tasks()
-            .into_iter()
-            .map(|t| {
-                let jsonl = data.join(format!("{}.jsonl", t.name()));
-                let parquet = data.join(format!("{}.parquet", t.name()));
-                let file = if jsonl.exists() { jsonl } else { parquet };
-                (t, file)
-            })
-            .collect();
-        for (t, f) in &files {
-            if !f.exists() {
-                bail!(
-                    "{}: no {}.jsonl or {}.parquet for suite {}",
-                    data.display(),
-                    t.name(),
-                    t.name(),
-                    suite.name()
-                );
-            }
-        }
+        let files = locate_suite_tasks(data, suite)?;
         let (model, _) = load_model(model_dir, device)?;
         let bar = progress::bar(0, "eval");
         let mut load = |t: BenchmarkTask| -> Result<Vec<BenchmarkRow>, EvalError> {
@@ -350,9 +392,10 @@ fn eval_command(
             };
             Ok(read_benchmark(file, &read)?)
         };
+        let tasks: Vec<BenchmarkTask> = files.iter().map(|(t, _)| *t).collect();
         let summaries = run_suite(
             &model,
-            suite,
+            &tasks,
             &mut load,
             out,
             &opts,
@@ -372,7 +415,11 @@ fn eval_command(
         required_fields: task.required_fields(),
         limit: opts.limit,
     };
-    let rows = read_benchmark(data, &read)?;
+    let data = match &task {
+        EvalTask::Builtin(t) => task_in_repo_folder(data, *t),
+        _ => data.to_path_buf(),
+    };
+    let rows = read_benchmark(&data, &read)?;
     let (model, _) = load_model(model_dir, device)?;
     let bar = progress::bar(rows.len() as u64, "eval");
     let summary = run_eval(&model, &task, &rows, out, &opts, &mut |done, total| {

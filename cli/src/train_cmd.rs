@@ -1,8 +1,15 @@
 //! `adamllm train`: argument handling and the progress bar; the loop is
 //! `adamllm::train::trainer`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
+use adamllm::data::dataset_info::DatasetLayout;
+use adamllm::models::files::ModelFiles;
+use adamllm::train::llamafactory::{
+    EXPORT_CONFIG_FILE, ExportRequest, export_llamafactory, is_llamafactory_config,
+    read_llamafactory_config,
+};
 use adamllm::train::recipe::{TrainRecipe, is_recipe_key, normalize_key};
 use adamllm::train::trainer::{StepReport, TrainObserver, TrainPlan, TrainRequest, train};
 use anyhow::{Result, bail};
@@ -16,12 +23,13 @@ use crate::DeviceArgs;
 #[derive(Args, Debug)]
 #[command(after_help = recipe_help())]
 pub struct TrainArgs {
-    /// Base model folder (Hugging Face layout).
+    /// Base model: a folder (Hugging Face layout) or a model id cached by the Hugging Face
+    /// tools (`org/name[@revision]`). Default: a LLaMA-Factory config's `model_name_or_path`.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Training data (ShareGPT `messages`+`images` or LLaVA `conversations`+`image`, JSON or
-    /// JSONL); repeat for several files.
-    #[arg(long, required = true)]
+    /// JSONL); repeat for several files. Default: a LLaMA-Factory config's `dataset`.
+    #[arg(long)]
     pub data: Vec<PathBuf>,
     /// Run the --data files as consecutive stages (the two-stage baseline) instead of one
     /// shuffled mix.
@@ -33,12 +41,18 @@ pub struct TrainArgs {
     /// Folder image paths are relative to (default: each dataset's folder).
     #[arg(long)]
     pub images: Option<PathBuf>,
-    /// Run folder (checkpoints, metrics.jsonl, loss_curve.png, model/, adapter/).
+    /// Run folder (checkpoints, metrics.jsonl, loss_curve.png, model/, adapter/). Default: a
+    /// LLaMA-Factory config's `output_dir`.
     #[arg(long)]
-    pub out: PathBuf,
-    /// YAML recipe (LLaMA-Factory key names); flags override its keys.
+    pub out: Option<PathBuf>,
+    /// YAML recipe (LLaMA-Factory key names), or a LLaMA-Factory SFT config (its model,
+    /// datasets through `dataset_info.json`, and output folder too); flags override its keys.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Write the run as a LLaMA-Factory config (DIR/train.yaml + DIR/dataset_info.json)
+    /// instead of training.
+    #[arg(long, value_name = "DIR")]
+    pub export_llamafactory: Option<PathBuf>,
     /// Continue the run in --out from its newest checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -154,21 +168,117 @@ impl TrainObserver for Bar {
     }
 }
 
+/// What a LLaMA-Factory config adds to the flags (nothing for an adamllm recipe).
+#[derive(Default)]
+struct ConfigRun {
+    model: Option<PathBuf>,
+    data: Vec<PathBuf>,
+    layouts: BTreeMap<PathBuf, DatasetLayout>,
+    val_data: Option<PathBuf>,
+    images_dir: Option<PathBuf>,
+    output_dir: Option<PathBuf>,
+}
+
+/// The recipe and, for a LLaMA-Factory config, the run it describes; warnings are printed.
+fn read_config(
+    config: Option<&Path>,
+    overrides: &[(String, String)],
+) -> Result<(TrainRecipe, ConfigRun)> {
+    let Some(path) = config
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|text| is_llamafactory_config(&text)))
+    else {
+        let recipe = TrainRecipe::load(config, overrides).map_err(anyhow::Error::msg)?;
+        return Ok((recipe, ConfigRun::default()));
+    };
+    let lf = read_llamafactory_config(path)?;
+    for warning in &lf.warnings {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
+    let mut recipe = lf.recipe;
+    for (key, value) in overrides {
+        recipe
+            .apply_override(key, value)
+            .map_err(anyhow::Error::msg)?;
+    }
+    recipe
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{} (after command-line overrides): {e}", path.display()))?;
+    let run = ConfigRun {
+        model: lf.model,
+        data: lf.data,
+        layouts: lf.layouts,
+        val_data: lf.val_data,
+        images_dir: lf.images_dir,
+        output_dir: lf.output_dir,
+    };
+    Ok((recipe, run))
+}
+
+/// The LLaMA-Factory template of a model family's own prompt, where the two agree.
+fn family_template(model: &Path) -> Option<&'static str> {
+    let dir = adamllm::models::hub::resolve_model_path(model).ok()?;
+    let family = adamllm::models::registry::family_of(&ModelFiles::Dir(dir)).ok()?;
+    (family.name() == "qwen2_vl").then_some("qwen2_vl")
+}
+
 /// Runs `adamllm train`.
 pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
-    let recipe =
-        TrainRecipe::load(args.config.as_deref(), overrides).map_err(anyhow::Error::msg)?;
-    if args.data.is_empty() {
-        bail!("--data is required");
+    let (recipe, config) = read_config(args.config.as_deref(), overrides)?;
+    let from_config = |what: &str, key: &str| {
+        anyhow::anyhow!("{what} is required (or `{key}` in a LLaMA-Factory --config)")
+    };
+    let model = args
+        .model
+        .or(config.model)
+        .ok_or_else(|| from_config("--model", "model_name_or_path"))?;
+    let (data, layouts) = if args.data.is_empty() {
+        (config.data, config.layouts)
+    } else {
+        (args.data, BTreeMap::new())
+    };
+    if data.is_empty() {
+        return Err(from_config("--data", "dataset"));
+    }
+    let out = args
+        .out
+        .or(config.output_dir)
+        .ok_or_else(|| from_config("--out", "output_dir"))?;
+    let val_data = args.val_data.or(config.val_data);
+    let images_dir = args.images.or(config.images_dir);
+    if let Some(dir) = &args.export_llamafactory {
+        let request = ExportRequest {
+            recipe: &recipe,
+            model: &model,
+            family_template: family_template(&model),
+            data: &data,
+            val_data: val_data.as_deref(),
+            images_dir: images_dir.as_deref(),
+            output_dir: &out,
+            stages: args.stages,
+        };
+        if !layouts.is_empty() {
+            bail!(
+                "--export-llamafactory writes adamllm's own data files; this run's data already comes from a LLaMA-Factory config"
+            );
+        }
+        for file in export_llamafactory(&request, dir)? {
+            println!("wrote {}", file.display());
+        }
+        println!(
+            "run it with: llamafactory-cli train {}",
+            dir.join(EXPORT_CONFIG_FILE).display()
+        );
+        return Ok(());
     }
     let selected = args.device.select()?;
     let request = TrainRequest {
-        model_dir: args.model,
-        data: args.data,
+        model_dir: model,
+        data,
+        layouts,
         stages: args.stages,
-        val_data: args.val_data,
-        images_dir: args.images,
-        out: args.out,
+        val_data,
+        images_dir,
+        out,
         recipe,
         device: selected.device.clone(),
         resume: args.resume,

@@ -1,9 +1,10 @@
 //! `eval` end to end on the tiny preset: a JSONL benchmark with image files and a parquet
 //! benchmark in the Hugging Face `datasets` layout (image struct of bytes + path), batched
-//! and one at a time, resumed, scored with the paper's metric.
+//! and one at a time, resumed, scored with the paper's metric; the benchmark layouts of the
+//! Hugging Face tools (`save_to_disk`, parquet branch) read as the JSONL rows do.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adamllm::burn::tensor::{DType, Device};
@@ -245,4 +246,63 @@ fn parquet_benchmark_with_embedded_images() {
     .to_string();
     assert!(err.contains("not a dish"), "{err}");
     assert!(!tmp.path().join("bad/predictions.jsonl").exists());
+}
+
+/// The decoded pixels of a row's image, however it is stored.
+fn row_pixels(row: &adamllm::eval::benchmark::BenchmarkRow) -> Vec<u8> {
+    use adamllm::eval::benchmark::ImageSource;
+    let image = match row.image.as_ref().expect("an image") {
+        ImageSource::Path(path) => image::open(path).unwrap(),
+        ImageSource::Bytes { bytes, .. } => image::load_from_memory(bytes).unwrap(),
+    };
+    image.to_rgb8().into_raw()
+}
+
+#[test]
+fn benchmark_layouts_read_the_same_rows_and_pixels() {
+    // tests/fixtures/hf_layouts: the same rows as `datasets` save_to_disk folders (the repos'
+    // main branch, VQA_RAD in two shards), the parquet branch, and JSONL with PNG files.
+    use adamllm::eval::hf_layout::locate_task;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf_layouts");
+    let tasks = [
+        ("biomed", BenchmarkTask::VqaRad, 4),
+        ("biomed", BenchmarkTask::Slake, 4),
+        ("biomed", BenchmarkTask::PathVqa, 4),
+        ("biomed", BenchmarkTask::PmcVqa, 3),
+        ("food", BenchmarkTask::Food101, 3),
+        ("food", BenchmarkTask::FoodSeg103, 3),
+        ("food", BenchmarkTask::Nutrition5K, 3),
+        ("food", BenchmarkTask::Recipe1M, 3),
+    ];
+    for (repo, task, count) in tasks {
+        let options = ReadOptions {
+            required_fields: EvalTask::Builtin(task).required_fields(),
+            ..ReadOptions::default()
+        };
+        let read = |dir: PathBuf| {
+            let found =
+                locate_task(&dir, task).unwrap_or_else(|| panic!("{task:?} in {}", dir.display()));
+            read_benchmark(&found, &options).unwrap()
+        };
+        let arrow = read(root.join(repo));
+        let parquet = read(root.join("parquet"));
+        let jsonl = read(root.join("jsonl"));
+        assert_eq!(arrow.len(), count, "{task:?}");
+        for ((a, p), j) in arrow.iter().zip(&parquet).zip(&jsonl) {
+            assert_eq!(a.index, j.index);
+            assert_eq!(a.index, p.index);
+            let text = |r: &adamllm::eval::benchmark::BenchmarkRow| {
+                let mut f = r.fields.clone();
+                f.remove("image");
+                f
+            };
+            assert_eq!(text(a), text(j), "{task:?} row {}", a.index);
+            assert_eq!(text(a), text(p), "{task:?} row {}", a.index);
+            let pixels = row_pixels(a);
+            assert_eq!(pixels, row_pixels(p), "{task:?} row {}", a.index);
+            assert_eq!(pixels, row_pixels(j), "{task:?} row {}", a.index);
+        }
+        // Rows of different indices differ (the images are drawn from the row).
+        assert_ne!(row_pixels(&arrow[0]), row_pixels(&arrow[1]), "{task:?}");
+    }
 }

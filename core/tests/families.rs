@@ -334,3 +334,79 @@ fn images_and_placeholders_must_agree() {
         .to_string();
     assert!(err.contains("text-only"), "{err}");
 }
+
+/// A text-only loss of `dir`'s model, for comparing two folders of one model.
+fn text_loss(dir: &Path) -> f32 {
+    let model = Model::load(dir, &Device::flex(), DType::F32).unwrap();
+    let mut conversation = Conversation::user_prompt("Which organ is shown?", Vec::new());
+    conversation.messages.push(Message {
+        role: Role::Assistant,
+        content: "The liver.".into(),
+    });
+    let encoded = model
+        .processor
+        .encode(&conversation, &[], false, LabelMode::AssistantTurns)
+        .unwrap();
+    let batch = TokenBatch::from_sequences(
+        vec![(encoded.ids.clone(), Vec::new())],
+        model.processor.pad_id,
+        false,
+    );
+    let (sum, n) = model
+        .loss_sum(&batch, std::slice::from_ref(&encoded.labels))
+        .unwrap();
+    adamllm::models::layers::tensor_to_vec(sum)[0] / n as f32
+}
+
+/// `dir`'s files copied to `to`, with `config.json` replaced by `config`.
+fn with_config(dir: &Path, to: &Path, config: &str) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(to.join("config.json"), config).unwrap();
+    to.to_path_buf()
+}
+
+#[test]
+fn full_form_configs_load_as_their_diff_form() {
+    // `config.to_json_file(use_diff=False)` of each family's parity fixture (transformers
+    // 4.47.1, tests/fixtures/gen_hf_layouts.py): every key, Qwen2-VL's vision config with both
+    // `in_chans` and `in_channels`.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    for (full, diff) in [
+        ("qwen2_vl", "qwen2vl/cfg_a"),
+        ("llama", "llama/cfg_b"),
+        ("llava_next", "llava_next/cfg_a"),
+    ] {
+        let text = std::fs::read_to_string(
+            root.join(format!("hf_layouts/full_configs/{full}.config.json")),
+        )
+        .unwrap();
+        let folder = with_config(&root.join(diff), &tmp.path().join(full), &text);
+        assert_eq!(
+            text_loss(&folder).to_bits(),
+            text_loss(&root.join(diff)).to_bits(),
+            "{full}"
+        );
+    }
+    // Two aliases that disagree are a named error.
+    let text =
+        std::fs::read_to_string(root.join("hf_layouts/full_configs/qwen2_vl.config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["vision_config"]["in_chans"] = serde_json::json!(4);
+    let folder = with_config(
+        &root.join("qwen2vl/cfg_a"),
+        &tmp.path().join("disagree"),
+        &config.to_string(),
+    );
+    let e = load_err(&folder);
+    assert!(
+        e.contains("config.json") && e.contains("in_chans") && e.contains("in_channels"),
+        "{e}"
+    );
+}

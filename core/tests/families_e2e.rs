@@ -68,6 +68,7 @@ fn train_on(
     let request = TrainRequest {
         model_dir: base,
         data: vec![data.to_path_buf()],
+        layouts: Default::default(),
         stages: false,
         val_data: None,
         images_dir: images.map(Path::to_path_buf),

@@ -68,6 +68,7 @@ fn train_tiny(dir: &Path, name: &str, data: &Path, overrides: &[(&str, &str)]) -
     let request = TrainRequest {
         model_dir: base,
         data: vec![data.to_path_buf()],
+        layouts: Default::default(),
         stages: false,
         val_data: None,
         images_dir: None,

@@ -86,6 +86,7 @@ fn request(
     TrainRequest {
         model_dir: model.to_path_buf(),
         data: vec![data.to_path_buf()],
+        layouts: Default::default(),
         stages: false,
         val_data: None,
         images_dir: None,

@@ -163,6 +163,14 @@ pub struct DatasetRow {
 /// Reads a ShareGPT/LLaVA dataset as JSON (an array) or JSONL (one object a line).
 /// Errors name the file and the line.
 pub fn read_conversations(path: &Path) -> Result<Vec<DatasetRow>, FileError> {
+    read_conversations_with(path, &Conversation::from_json)
+}
+
+/// [`read_conversations`] with each row read by `parse` (a LLaMA-Factory layout, say).
+pub fn read_conversations_with(
+    path: &Path,
+    parse: &dyn Fn(&serde_json::Value) -> Result<Conversation, String>,
+) -> Result<Vec<DatasetRow>, FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError::io(path, e))?;
     let trimmed = text.trim_start();
     let mut rows = Vec::new();
@@ -172,8 +180,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<DatasetRow>, FileError> {
         && serde_json::from_str::<serde_json::Value>(first_line).is_err()
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
     {
-        let conversation = Conversation::from_json(&v)
-            .map_err(|m| FileError::new(path, format!("entry 0: {m}")))?;
+        let conversation = parse(&v).map_err(|m| FileError::new(path, format!("entry 0: {m}")))?;
         return Ok(vec![DatasetRow {
             conversation,
             location: "entry 0".into(),
@@ -183,8 +190,8 @@ pub fn read_conversations(path: &Path) -> Result<Vec<DatasetRow>, FileError> {
         let values: Vec<serde_json::Value> =
             serde_json::from_str(&text).map_err(|e| json_error(path, &e))?;
         for (i, v) in values.iter().enumerate() {
-            let conversation = Conversation::from_json(v)
-                .map_err(|m| FileError::new(path, format!("entry {i}: {m}")))?;
+            let conversation =
+                parse(v).map_err(|m| FileError::new(path, format!("entry {i}: {m}")))?;
             rows.push(DatasetRow {
                 conversation,
                 location: format!("entry {i}"),
@@ -197,8 +204,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<DatasetRow>, FileError> {
             }
             let v: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| FileError::line(path, i + 1, format!("malformed JSON: {e}")))?;
-            let conversation =
-                Conversation::from_json(&v).map_err(|m| FileError::line(path, i + 1, m))?;
+            let conversation = parse(&v).map_err(|m| FileError::line(path, i + 1, m))?;
             rows.push(DatasetRow {
                 conversation,
                 location: format!("line {}", i + 1),

@@ -480,6 +480,7 @@ impl Demo<'_> {
         let request = TrainRequest {
             model_dir: model.to_path_buf(),
             data,
+            layouts: Default::default(),
             stages,
             val_data: None,
             images_dir,

@@ -142,7 +142,7 @@ pub enum BenchmarkError {
         found: String,
     },
     /// A parquet file lacks a column the task needs.
-    #[error("{}: the parquet file has no `{column}` column (its columns: {found})", path.display())]
+    #[error("{}: the file has no `{column}` column (its columns: {found})", path.display())]
     MissingColumn {
         /// The benchmark file.
         path: PathBuf,
@@ -150,6 +150,15 @@ pub enum BenchmarkError {
         column: String,
         /// The columns the file has, comma-separated.
         found: String,
+    },
+    /// A `datasets` folder is incomplete or not one (a shard `state.json` lists is missing, no
+    /// data files, an unreadable Arrow stream).
+    #[error("{}: {message}", path.display())]
+    Dataset {
+        /// The folder or file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// The parquet reader failed (not a parquet file, corrupt data, unsupported encoding).
     #[error("{}: cannot read parquet: {message}", path.display())]
@@ -177,11 +186,20 @@ pub enum BenchmarkError {
     },
 }
 
-/// Reads a benchmark file (JSON Lines or parquet, told apart by content).
+/// Reads a benchmark: a JSON Lines or parquet file (told apart by content), a `datasets`
+/// Arrow file, or a folder as the Hugging Face tools leave one (a `save_to_disk` folder, or a
+/// parquet-branch config folder: see [`super::hf_layout`]).
 pub fn read_benchmark(
     path: &Path,
     options: &ReadOptions,
 ) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
+    if path.is_dir() {
+        return super::hf_layout::read_dataset_folder(path, options);
+    }
+    if path.extension().is_some_and(|e| e == "arrow") {
+        let rows = super::hf_layout::read_arrow_files(path, &[path.to_path_buf()], options)?;
+        return non_empty(path, rows);
+    }
     let io_error = |source| BenchmarkError::Io {
         path: path.to_path_buf(),
         source,
@@ -214,7 +232,10 @@ pub fn read_benchmark_bytes(
 }
 
 /// The rows, or [`BenchmarkError::Empty`] when there are none.
-fn non_empty(path: &Path, rows: Vec<BenchmarkRow>) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
+pub(crate) fn non_empty(
+    path: &Path,
+    rows: Vec<BenchmarkRow>,
+) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
     if rows.is_empty() {
         return Err(BenchmarkError::Empty {
             path: path.to_path_buf(),
@@ -402,33 +423,47 @@ fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(source)
         .map_err(|error| parquet_error(error.to_string()))?;
-    let column_names: Vec<String> = builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|field| field.name().clone())
-        .collect();
-    for column in &options.required_fields {
-        if !column_names.contains(column) {
-            return Err(BenchmarkError::MissingColumn {
-                path: path.to_path_buf(),
-                column: column.clone(),
-                found: column_names.join(", "),
-            });
-        }
-    }
+    check_columns(path, builder.schema(), options)?;
     let reader = builder
         .build()
         .map_err(|error| parquet_error(error.to_string()))?;
-
-    let base = images_base(path, options);
     let mut rows = Vec::new();
-    'batches: for batch in reader {
-        let batch = batch.map_err(|error| parquet_error(error.to_string()))?;
+    append_batches(
+        path,
+        reader.map(|batch| batch.map_err(|error| error.to_string())),
+        options,
+        &mut rows,
+    )
+    .map_err(|e| match e {
+        BatchError::Reader(message) => parquet_error(message),
+        BatchError::Row(e) => e,
+    })?;
+    Ok(rows)
+}
+
+/// Why [`append_batches`] stopped.
+pub(crate) enum BatchError {
+    /// The file reader failed (its message).
+    Reader(String),
+    /// A row is unusable.
+    Row(BenchmarkError),
+}
+
+/// Appends the rows of Arrow record batches (parquet or `datasets` Arrow files) to `rows`,
+/// continuing their indices, until `options.limit` rows are held in all.
+pub(crate) fn append_batches(
+    path: &Path,
+    batches: impl Iterator<Item = Result<arrow_array::RecordBatch, String>>,
+    options: &ReadOptions,
+    rows: &mut Vec<BenchmarkRow>,
+) -> Result<(), BatchError> {
+    let base = images_base(path, options);
+    for batch in batches {
+        let batch = batch.map_err(BatchError::Reader)?;
         let schema = batch.schema();
         for position in 0..batch.num_rows() {
             if options.limit.is_some_and(|limit| rows.len() >= limit) {
-                break 'batches;
+                return Ok(());
             }
             let index = rows.len();
             let location = format!("row {}", index + 1);
@@ -446,10 +481,10 @@ fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
                     };
                 if name == IMAGE_FIELD {
                     let cell = image_cell(column, position, index, &base).map_err(|found| {
-                        wrong_type(
+                        BatchError::Row(wrong_type(
                             "a struct of `bytes` and `path` (a datasets Image) or a path string",
                             found,
-                        )
+                        ))
                     })?;
                     if let Some(stored_path) = cell.stored_path {
                         fields.insert(IMAGE_FIELD.to_owned(), Value::String(stored_path));
@@ -457,10 +492,10 @@ fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
                     image = cell.source;
                 } else {
                     let value = cell_to_json(column.as_ref(), position).map_err(|found| {
-                        wrong_type(
+                        BatchError::Row(wrong_type(
                             "text, a number, a boolean, or a list or struct of those",
                             found,
-                        )
+                        ))
                     })?;
                     fields.insert(name.clone(), value);
                 }
@@ -470,11 +505,30 @@ fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
                 fields,
                 image,
             };
-            check_required(path, &location, &row, options)?;
+            check_required(path, &location, &row, options).map_err(BatchError::Row)?;
             rows.push(row);
         }
     }
-    Ok(rows)
+    Ok(())
+}
+
+/// Checks that a schema has the columns the task needs (named, with the columns found).
+pub(crate) fn check_columns(
+    path: &Path,
+    schema: &arrow_schema::Schema,
+    options: &ReadOptions,
+) -> Result<(), BenchmarkError> {
+    let column_names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    for column in &options.required_fields {
+        if !column_names.contains(column) {
+            return Err(BenchmarkError::MissingColumn {
+                path: path.to_path_buf(),
+                column: column.clone(),
+                found: column_names.join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What the image column holds for one row.

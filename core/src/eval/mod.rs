@@ -20,6 +20,8 @@ pub mod benchmark;
 #[cfg(feature = "benchmark-files")]
 pub mod custom_task;
 pub mod error;
+#[cfg(feature = "benchmark-files")]
+pub mod hf_layout;
 pub mod metrics;
 pub mod normalize;
 pub mod predictions_file;

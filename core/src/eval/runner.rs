@@ -734,20 +734,20 @@ impl Suite {
     }
 }
 
-/// Runs every task of a suite, each into `out_dir/<task>/`, and appends each task's row to
+/// Runs benchmark tasks (a suite's, or those of it a folder holds), each into `out_dir/<task>/`, and appends each task's row to
 /// `out_dir/results.md` too. `load_rows` supplies a task's benchmark rows when its turn
 /// comes (so only one benchmark's images are held at a time); `on_progress(task, done,
 /// total)` reports per task. An interrupted suite resumes where it stopped.
 pub fn run_suite(
     model: &Model,
-    suite: Suite,
+    tasks: &[BenchmarkTask],
     load_rows: &mut dyn FnMut(BenchmarkTask) -> Result<Vec<BenchmarkRow>, EvalError>,
     out_dir: &Path,
     opts: &EvalOptions,
     on_progress: &mut dyn FnMut(BenchmarkTask, usize, usize),
 ) -> Result<Vec<EvalSummary>, EvalError> {
     let mut summaries = Vec::with_capacity(4);
-    for task in suite.tasks() {
+    for &task in tasks {
         let rows = load_rows(task)?;
         let summary = run_eval(
             model,

@@ -147,6 +147,9 @@ pub enum LoadModelError {
     /// The folder itself is missing.
     #[error("{0}: model folder not found")]
     MissingDir(PathBuf),
+    /// A model id did not resolve in the Hugging Face cache.
+    #[error(transparent)]
+    Hub(#[from] super::hub::HubError),
 }
 
 /// A family's loader and built-in shapes.
@@ -191,18 +194,21 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a model folder (family detected from `config.json`) onto `device`.
+    /// Loads a model folder (family detected from `config.json`) or a cached model id onto
+    /// `device`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, LoadModelError> {
         Self::load_with(dir, device, &LoadOptions::dtype(dtype))
     }
 
-    /// [`Self::load`] with a chosen template.
+    /// [`Self::load`] with a chosen template. `dir` may be a model id (`org/name[@revision]`)
+    /// cached by the Hugging Face tools (see [`super::hub`]).
     pub fn load_with(
         dir: &Path,
         device: &Device,
         options: &LoadOptions,
     ) -> Result<Self, LoadModelError> {
-        Self::load_files(&ModelFiles::Dir(dir.to_path_buf()), device, options)
+        let dir = super::hub::resolve_model_path(dir)?;
+        Self::load_files(&ModelFiles::Dir(dir), device, options)
     }
 
     /// Loads a model folder held on disk or in memory (the browser page).

@@ -127,6 +127,57 @@ impl ModelFiles {
         serde_json::from_str(&text).map_err(|e| json_error(&self.path(file), &e))
     }
 
+    /// Reads a `config.json`-like file whose keys may appear under two names (transformers'
+    /// full `to_dict()` form writes both, e.g. Qwen2-VL's `in_chans` and `in_channels`):
+    /// for each `(parent, key, alias)` (parent `""` for the top level) an alias equal to its key
+    /// is dropped, and one that disagrees is a named error with both values.
+    pub fn read_config_json<T: DeserializeOwned>(
+        &self,
+        file: &str,
+        aliases: &[(&str, &str, &str)],
+    ) -> Result<T, FileError> {
+        let path = self.path(file);
+        let text = self.read_text(file)?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| json_error(&path, &e))?;
+        let mut dropped = false;
+        for (parent, key, alias) in aliases {
+            let object = if parent.is_empty() {
+                value.as_object_mut()
+            } else {
+                value.get_mut(*parent).and_then(|v| v.as_object_mut())
+            };
+            let Some(object) = object else { continue };
+            if let (Some(a), Some(b)) = (object.get(*key), object.get(*alias)) {
+                let dotted = |k: &str| {
+                    if parent.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{parent}.{k}")
+                    }
+                };
+                if a != b {
+                    return Err(FileError::key(
+                        &path,
+                        dotted(key),
+                        format!(
+                            "{} is {a} but its alias {} is {b}",
+                            dotted(key),
+                            dotted(alias)
+                        ),
+                    ));
+                }
+                object.remove(*alias);
+                dropped = true;
+            }
+        }
+        if !dropped {
+            // The text itself, so errors keep their line numbers.
+            return serde_json::from_str(&text).map_err(|e| json_error(&path, &e));
+        }
+        serde_json::from_value(value).map_err(|e| FileError::new(&path, e.to_string()))
+    }
+
     /// The size of a file in bytes.
     pub fn len(&self, file: &str) -> Result<u64, FileError> {
         match self {

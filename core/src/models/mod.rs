@@ -1,6 +1,6 @@
 //! Model families behind one interface ([`Model`]), each in its own folder, and the pieces
 //! they share: the decoder, rotary embeddings, chat templates and prompts, images, checkpoint
-//! reading and writing, layers.
+//! reading and writing, layers; [`hub`] finds a model id in the Hugging Face cache.
 //!
 //! - [`family`]: [`Model`], the [`Family`] loader seam and the [`FamilyNetwork`] seam;
 //!   [`registry`]: which families exist and which `config.json` goes to which.
@@ -14,6 +14,7 @@ pub mod decoder;
 pub mod export;
 pub mod family;
 pub mod files;
+pub mod hub;
 pub mod image;
 pub mod init;
 pub mod layers;

@@ -371,6 +371,7 @@ pub fn run_pipeline(
                 let request = TrainRequest {
                     model_dir: t.model.clone(),
                     data: config.assembled_files(),
+                    layouts: Default::default(),
                     stages: mode == AssemblyMode::TwoStage,
                     val_data: None,
                     images_dir: Some(config.images.clone()),

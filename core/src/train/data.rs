@@ -9,7 +9,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::data::conversation::read_conversations;
+use crate::data::conversation::{read_conversations, read_conversations_with};
+use crate::data::dataset_info::DatasetLayout;
 use crate::io::FileError;
 use crate::models::TokenBatch;
 use crate::models::image::{
@@ -119,8 +120,22 @@ pub fn read_train_file(
     path: &Path,
     options: &DataOptions,
 ) -> Result<TrainData, FileError> {
+    read_train_file_as(processor, path, None, options)
+}
+
+/// [`read_train_file`] with the rows read through a LLaMA-Factory dataset layout when one is
+/// given (ShareGPT or LLaVA rows told apart by their keys otherwise).
+pub fn read_train_file_as(
+    processor: &Processor,
+    path: &Path,
+    layout: Option<&DatasetLayout>,
+    options: &DataOptions,
+) -> Result<TrainData, FileError> {
     let image_token_ids = processor.image_token_ids();
-    let rows = read_conversations(path)?;
+    let rows = match layout {
+        Some(layout) => read_conversations_with(path, &|row| layout.conversation(row))?,
+        None => read_conversations(path)?,
+    };
     let base: PathBuf = options
         .images_dir
         .clone()

@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::io::{FileError, write_json_atomic};
 use crate::models::checkpoint::{NamedTensor, StorageDtype, write_safetensors};
 use crate::models::export::module_checkpoint_name;
+use crate::models::hub::HubModelId;
 use crate::models::layers::{LoraAdapter, tensor_from_vec, tensor_to_vec, transpose_2d};
 use crate::models::{FamilyNetwork, Part};
 
@@ -183,7 +184,20 @@ pub fn save_peft_adapter(
     let tensors = peft_tensors(model);
     let target_modules = peft_target_modules(model, settings);
     write_safetensors(&out.join(ADAPTER_WEIGHTS), &tensors, StorageDtype::F32)?;
-    let base = std::fs::canonicalize(base_model_dir).unwrap_or(base_model_dir.to_path_buf());
+    // A model given by hub id is named by it (and its revision), as PEFT writes it.
+    let hub_id = (!base_model_dir.exists())
+        .then(|| base_model_dir.to_str().and_then(HubModelId::parse))
+        .flatten();
+    let (base, revision) = match hub_id {
+        Some(id) => (id.repo.clone(), id.revision.clone()),
+        None => (
+            std::fs::canonicalize(base_model_dir)
+                .unwrap_or(base_model_dir.to_path_buf())
+                .to_string_lossy()
+                .into_owned(),
+            None,
+        ),
+    };
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -194,7 +208,7 @@ pub fn save_peft_adapter(
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,
-        "base_model_name_or_path": base.to_string_lossy(),
+        "base_model_name_or_path": base,
         "modules_to_save": null,
         "init_lora_weights": true,
         "use_rslora": false,
@@ -203,7 +217,7 @@ pub fn save_peft_adapter(
         "layers_pattern": null,
         "rank_pattern": {},
         "alpha_pattern": {},
-        "revision": null
+        "revision": revision
     });
     write_json_atomic(&out.join(ADAPTER_CONFIG), &config)
 }

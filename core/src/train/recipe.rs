@@ -778,7 +778,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The 1-based line where a top-level `key:` is written, if any.
-fn find_key_line(text: &str, key: &str) -> Option<usize> {
+pub(crate) fn find_key_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|line| {
             line.strip_prefix(key)

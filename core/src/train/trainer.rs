@@ -3,6 +3,7 @@
 //! tokens of the whole optimizer step, global-norm clipping, AdamW, checkpoints and exact
 //! resume, metrics, validation and the final Hugging Face / PEFT export.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use web_time::Instant;
 
@@ -13,7 +14,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::data::{
-    DataOptions, SkippedSample, TrainData, TrainSample, epoch_order, micro_batch, read_train_file,
+    DataOptions, SkippedSample, TrainData, TrainSample, epoch_order, micro_batch,
+    read_train_file_as,
 };
 use super::lora::{LoraSettings, attach_lora, merge_lora, save_peft_adapter};
 use super::metrics_log::{MetricRow, MetricsLog, read_metrics};
@@ -25,6 +27,7 @@ use super::plot::plot_loss_curve;
 use super::recipe::{FinetuningType, MaskMode, TrainRecipe, hex};
 use super::run_dir::{DataPosition, LossRecord, RunDir, RunDirError, TrainerState};
 use super::schedule::{LrSchedule, micro_batches_per_epoch, total_optimizer_steps};
+use crate::data::dataset_info::DatasetLayout;
 use crate::io::{FileError, write_jsonl_atomic};
 use crate::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
 use crate::models::export::{parameters_where, save_model_dir};
@@ -46,6 +49,9 @@ pub struct TrainRequest {
     pub model_dir: PathBuf,
     /// Training files (ShareGPT or LLaVA, JSON or JSONL).
     pub data: Vec<PathBuf>,
+    /// Files (of `data` or `val_data`) whose rows are read through a LLaMA-Factory
+    /// `dataset_info.json` layout; the others are told apart by their keys.
+    pub layouts: BTreeMap<PathBuf, DatasetLayout>,
     /// Run the files as consecutive stages instead of one shuffled mix.
     pub stages: bool,
     /// Validation file (instead of a `val_size` split).
@@ -237,6 +243,9 @@ fn data_fingerprint(request: &TrainRequest) -> Result<String, FileError> {
     let mut parts: Vec<Vec<u8>> = vec![format!("stages={}", request.stages).into_bytes()];
     for p in request.data.iter().chain(request.val_data.iter()) {
         parts.push(std::fs::read(p).map_err(|e| FileError::io(p, e))?);
+        if let Some(layout) = request.layouts.get(p) {
+            parts.push(serde_json::to_vec(layout).unwrap_or_default());
+        }
     }
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     Ok(sha256_hex(&refs))
@@ -599,7 +608,13 @@ pub fn train(
     };
     let mut files: Vec<TrainData> = Vec::new();
     for path in &request.data {
-        files.push(read_train_file(&model.processor, path, &options)?);
+        let layout = request.layouts.get(path);
+        files.push(read_train_file_as(
+            &model.processor,
+            path,
+            layout,
+            &options,
+        )?);
     }
     let skipped: Vec<SkippedSample> = files.iter().flat_map(|f| f.skipped.clone()).collect();
     let dropped_too_long = files.iter().map(|f| f.dropped_too_long).sum();
@@ -630,7 +645,13 @@ pub fn train(
     let val_samples: Vec<TrainSample> = if let Some(val) = &request.val_data {
         let mut val_options = options.clone();
         val_options.skip_bad = false;
-        read_train_file(&model.processor, val, &val_options)?.samples
+        read_train_file_as(
+            &model.processor,
+            val,
+            request.layouts.get(val),
+            &val_options,
+        )?
+        .samples
     } else {
         // `val_size` held out of the (last) stage's samples, picked by a seeded shuffle.
         let last = stages.last_mut().expect("at least one stage");
@@ -672,7 +693,7 @@ pub fn train(
     let mut state = RunDir::create_or_resume(
         &request.out,
         request.resume,
-        &model_fingerprint(&request.model_dir)?,
+        &model_fingerprint(&model.dir)?,
         &recipe.fingerprint(),
         &data_fingerprint(request)?,
     )?;

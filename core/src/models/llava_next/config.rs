@@ -134,6 +134,9 @@ impl ClipVisionConfig {
     }
 }
 
+/// Keys transformers may write under two names: (parent, key, alias).
+pub const CONFIG_ALIASES: &[(&str, &str, &str)] = &[("", "image_token_index", "image_token_id")];
+
 /// transformers `LlavaNextConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlavaNextConfig {

@@ -424,7 +424,7 @@ fn read_config(
     tokenizer: &tokenizers::Tokenizer,
 ) -> Result<(LlavaNextConfig, Option<Value>), FileError> {
     let path = files.path("config.json");
-    let raw: Value = files.read_json("config.json")?;
+    let raw: Value = files.read_config_json("config.json", config::CONFIG_ALIASES)?;
     let original = raw.get("model_type").and_then(Value::as_str) == Some("llava_llama");
     let (config, converted) = if original {
         let id = original_image_token(files, tokenizer)?;

@@ -280,19 +280,29 @@ fn default_model_type() -> String {
     "qwen2_vl".to_string()
 }
 
+/// Keys transformers may write under two names: (parent, key, alias).
+pub const CONFIG_ALIASES: &[(&str, &str, &str)] = &[("vision_config", "in_channels", "in_chans")];
+
 impl Qwen2VlConfig {
     /// Reads and checks `config.json`; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self, FileError> {
-        let config: Self = read_json_file(path)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("config.json");
+        let config: Self = ModelFiles::Dir(dir).read_config_json(name, CONFIG_ALIASES)?;
         config
             .validate()
             .map_err(|(key, message)| FileError::key(path, key, message))?;
         Ok(config)
     }
 
-    /// Reads and checks `config.json` of a model folder on disk or in memory.
+    /// Reads and checks `config.json` of a model folder on disk or in memory, in the diff or
+    /// the full form transformers writes (the full form holds both `in_chans` and
+    /// `in_channels`).
     pub fn from_model_files(files: &ModelFiles) -> Result<Self, FileError> {
-        let config: Self = files.read_json("config.json")?;
+        let config: Self = files.read_config_json("config.json", CONFIG_ALIASES)?;
         config
             .validate()
             .map_err(|(key, message)| FileError::key(&files.path("config.json"), key, message))?;
