@@ -137,28 +137,24 @@ fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Whether `dir` is one benchmark (a `save_to_disk` folder, loose Arrow files, or a
-/// parquet-branch config folder) rather than a folder of several tasks.
-pub fn is_dataset_folder(dir: &Path) -> bool {
-    dir.join("state.json").is_file()
-        || !files_with_extension(dir, "arrow").is_empty()
-        || !files_with_extension(&dir.join("test"), "parquet").is_empty()
-        || !files_with_extension(dir, "parquet").is_empty()
+/// What one benchmark folder holds.
+enum DatasetFolder {
+    /// A `save_to_disk` folder (its shards are those `state.json` lists).
+    SavedToDisk,
+    /// Loose Arrow files, in name order.
+    Arrow(Vec<PathBuf>),
+    /// Parquet files of `test/` (or of the folder itself), in name order.
+    Parquet(Vec<PathBuf>),
 }
 
-/// Reads a folder: a `save_to_disk` folder, or a parquet-branch config folder (see the module
-/// documentation).
-pub fn read_dataset_folder(
-    dir: &Path,
-    options: &ReadOptions,
-) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
+/// What `dir` holds as one benchmark, if it is one.
+fn dataset_folder(dir: &Path) -> Option<DatasetFolder> {
     if dir.join("state.json").is_file() {
-        let shards = listed_shards(dir)?;
-        return non_empty(dir, read_arrow_files(dir, &shards, options)?);
+        return Some(DatasetFolder::SavedToDisk);
     }
     let arrow = files_with_extension(dir, "arrow");
     if !arrow.is_empty() {
-        return non_empty(dir, read_arrow_files(dir, &arrow, options)?);
+        return Some(DatasetFolder::Arrow(arrow));
     }
     let split = dir.join("test");
     let parquet_dir = if split.is_dir() {
@@ -167,12 +163,37 @@ pub fn read_dataset_folder(
         dir.to_path_buf()
     };
     let parquet = files_with_extension(&parquet_dir, "parquet");
-    if parquet.is_empty() {
-        return Err(dataset_error(
-            dir,
-            "is not a benchmark folder: no state.json with data-*.arrow shards (a datasets save_to_disk folder) and no test/*.parquet (the parquet branch)",
-        ));
-    }
+    (!parquet.is_empty()).then_some(DatasetFolder::Parquet(parquet))
+}
+
+/// Whether `dir` is one benchmark (a `save_to_disk` folder, loose Arrow files, or a
+/// parquet-branch config folder) rather than a folder of several tasks.
+pub fn is_dataset_folder(dir: &Path) -> bool {
+    dataset_folder(dir).is_some()
+}
+
+/// Reads a folder: a `save_to_disk` folder, or a parquet-branch config folder (see the module
+/// documentation).
+pub fn read_dataset_folder(
+    dir: &Path,
+    options: &ReadOptions,
+) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
+    let parquet = match dataset_folder(dir) {
+        Some(DatasetFolder::SavedToDisk) => {
+            let shards = listed_shards(dir)?;
+            return non_empty(dir, read_arrow_files(dir, &shards, options)?);
+        }
+        Some(DatasetFolder::Arrow(files)) => {
+            return non_empty(dir, read_arrow_files(dir, &files, options)?);
+        }
+        Some(DatasetFolder::Parquet(files)) => files,
+        None => {
+            return Err(dataset_error(
+                dir,
+                "is not a benchmark folder: no state.json with data-*.arrow shards (a datasets save_to_disk folder) and no test/*.parquet (the parquet branch)",
+            ));
+        }
+    };
     let mut rows: Vec<BenchmarkRow> = Vec::new();
     for file in &parquet {
         let left = options.limit.map(|l| l.saturating_sub(rows.len()));
@@ -223,30 +244,31 @@ pub fn read_arrow_files(
         if options.limit.is_some_and(|l| rows.len() >= l) {
             break;
         }
-        let open = || {
-            File::open(file).map_err(|source| BenchmarkError::Io {
-                path: file.clone(),
-                source,
-            })
+        let io_error = |source| BenchmarkError::Io {
+            path: file.clone(),
+            source,
         };
         let arrow_error =
             |message: String| dataset_error(file, format!("cannot read the Arrow data: {message}"));
+        // The IPC file format starts with `ARROW1`; a stream (what `datasets` writes) does not.
+        let mut source = File::open(file).map_err(io_error)?;
         let mut magic = [0u8; 6];
         let is_file_format = {
-            use std::io::Read;
-            let mut f = open()?;
-            f.read(&mut magic)
-                .map(|n| n == 6 && &magic == b"ARROW1")
-                .unwrap_or(false)
+            use std::io::{Read, Seek};
+            let found = source
+                .read(&mut magic)
+                .map(|n| n == 6 && &magic == b"ARROW1");
+            source.rewind().map_err(io_error)?;
+            found.unwrap_or(false)
         };
         let result = if is_file_format {
-            let reader = arrow_ipc::reader::FileReader::try_new(open()?, None)
+            let reader = arrow_ipc::reader::FileReader::try_new(source, None)
                 .map_err(|e| arrow_error(e.to_string()))?;
             let schema = reader.schema();
             append_ipc(file, &schema, reader, options, &base_options, &mut rows)?
         } else {
             let reader =
-                arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(open()?), None)
+                arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(source), None)
                     .map_err(|e| arrow_error(e.to_string()))?;
             let schema = reader.schema();
             append_ipc(file, &schema, reader, options, &base_options, &mut rows)?
