@@ -147,13 +147,19 @@ pub fn cache_dirs() -> Vec<PathBuf> {
 /// The folder `arg` names: `arg` itself when it exists or is not spelled like an id, else the
 /// cached snapshot of the id (each of its links checked).
 pub fn resolve_model_path(arg: &Path) -> Result<PathBuf, HubError> {
-    if arg.exists() {
-        return Ok(arg.to_path_buf());
-    }
-    match arg.to_str().and_then(HubModelId::parse) {
+    match model_id_of(arg) {
         Some(id) => resolve_in(&id, &cache_dirs()),
         None => Ok(arg.to_path_buf()),
     }
+}
+
+/// The hub id a `--model` argument stands for: `None` when it is an existing path or is not
+/// spelled like an id.
+pub fn model_id_of(arg: &Path) -> Option<HubModelId> {
+    if arg.exists() {
+        return None;
+    }
+    arg.to_str().and_then(HubModelId::parse)
 }
 
 /// The snapshot folder of `id` in the first of `caches` that holds its repository.

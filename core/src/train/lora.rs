@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::io::{FileError, write_json_atomic};
 use crate::models::checkpoint::{NamedTensor, StorageDtype, write_safetensors};
 use crate::models::export::module_checkpoint_name;
-use crate::models::hub::HubModelId;
+use crate::models::hub::model_id_of;
 use crate::models::layers::{LoraAdapter, tensor_from_vec, tensor_to_vec, transpose_2d};
 use crate::models::{FamilyNetwork, Part};
 
@@ -185,10 +185,7 @@ pub fn save_peft_adapter(
     let target_modules = peft_target_modules(model, settings);
     write_safetensors(&out.join(ADAPTER_WEIGHTS), &tensors, StorageDtype::F32)?;
     // A model given by hub id is named by it (and its revision), as PEFT writes it.
-    let hub_id = (!base_model_dir.exists())
-        .then(|| base_model_dir.to_str().and_then(HubModelId::parse))
-        .flatten();
-    let (base, revision) = match hub_id {
+    let (base, revision) = match model_id_of(base_model_dir) {
         Some(id) => (id.repo.clone(), id.revision.clone()),
         None => (
             std::fs::canonicalize(base_model_dir)
