@@ -84,6 +84,14 @@ pub fn read_json_file<T: DeserializeOwned>(path: &Path) -> Result<T, FileError> 
 pub fn json_error(path: &Path, err: &serde_json::Error) -> FileError {
     if err.line() > 0 {
         let msg = err.to_string();
+        // serde_json stops at its fixed nesting depth; say which limit that is.
+        let msg = match msg.strip_prefix("recursion limit exceeded") {
+            Some(rest) => format!(
+                "the JSON nests deeper than the limit of {} levels{rest}",
+                crate::limits::MAX_JSON_NESTING
+            ),
+            None => msg,
+        };
         // serde_json appends " at line L column C"; keep the column, the line goes in front.
         let msg = msg
             .rsplit_once(" at line ")
@@ -184,6 +192,26 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("config.json"), "{text}");
         assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn json_nested_past_the_limit_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        let depth = crate::limits::MAX_JSON_NESTING + 1;
+        std::fs::write(&p, format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).unwrap();
+        let text = read_json_file::<serde_json::Value>(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("state.json")
+                && text.contains("line 1")
+                && text.contains("nests deeper than the limit of 127 levels"),
+            "{text}"
+        );
+        let ok = crate::limits::MAX_JSON_NESTING;
+        std::fs::write(&p, format!("{}1{}", "[".repeat(ok), "]".repeat(ok))).unwrap();
+        read_json_file::<serde_json::Value>(&p).unwrap();
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`synth`]: reading synthesizer output into task triplets.
 //! - [`train`]: recipes, schedules, run directories, the training loop.
 //! - [`demo`]: the built-in demo domains.
+//! - [`limits`]: the bounds a user's file is checked against before anything is allocated.
 
 pub mod data;
 pub mod demo;
@@ -18,6 +19,7 @@ pub mod eval;
 pub mod generation;
 pub mod io;
 pub mod kernels;
+pub mod limits;
 pub mod loss;
 pub mod models;
 pub mod synth;

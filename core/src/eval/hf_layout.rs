@@ -244,41 +244,65 @@ pub fn read_arrow_files(
         if options.limit.is_some_and(|l| rows.len() >= l) {
             break;
         }
-        let io_error = |source| BenchmarkError::Io {
-            path: file.clone(),
-            source,
-        };
-        let arrow_error =
-            |message: String| dataset_error(file, format!("cannot read the Arrow data: {message}"));
-        // The IPC file format starts with `ARROW1`; a stream (what `datasets` writes) does not.
-        let mut source = File::open(file).map_err(io_error)?;
-        let mut magic = [0u8; 6];
-        let is_file_format = {
-            use std::io::{Read, Seek};
-            let found = source
-                .read(&mut magic)
-                .map(|n| n == 6 && &magic == b"ARROW1");
-            source.rewind().map_err(io_error)?;
-            found.unwrap_or(false)
-        };
-        let result = if is_file_format {
-            let reader = arrow_ipc::reader::FileReader::try_new(source, None)
-                .map_err(|e| arrow_error(e.to_string()))?;
-            let schema = reader.schema();
-            append_ipc(file, &schema, reader, options, &base_options, &mut rows)?
-        } else {
-            let reader =
-                arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(source), None)
-                    .map_err(|e| arrow_error(e.to_string()))?;
-            let schema = reader.schema();
-            append_ipc(file, &schema, reader, options, &base_options, &mut rows)?
-        };
-        result.map_err(|e| match e {
-            BatchError::Reader(message) => arrow_error(message),
-            BatchError::Row(e) => e,
-        })?;
+        // arrow-ipc 60 panics on some damaged buffers (an offset past the end of a buffer)
+        // instead of returning an error: such a file is reported as damaged, by name.
+        let read = crate::limits::catch_parser_panic(|| {
+            read_arrow_file(file, options, &base_options, &mut rows)
+        });
+        match read {
+            Ok(result) => result?,
+            Err(reason) => {
+                return Err(dataset_error(
+                    file,
+                    format!("the Arrow data is damaged: the Arrow reader failed ({reason})"),
+                ));
+            }
+        }
     }
     Ok(rows)
+}
+
+/// Reads one Arrow file (IPC file or stream) and appends its rows.
+fn read_arrow_file(
+    file: &Path,
+    options: &ReadOptions,
+    base_options: &ReadOptions,
+    rows: &mut Vec<BenchmarkRow>,
+) -> Result<(), BenchmarkError> {
+    let io_error = |source| BenchmarkError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    let arrow_error =
+        |message: String| dataset_error(file, format!("cannot read the Arrow data: {message}"));
+    // The IPC file format starts with `ARROW1`; a stream (what `datasets` writes) does not.
+    let mut source = File::open(file).map_err(io_error)?;
+    let mut magic = [0u8; 6];
+    let is_file_format = {
+        use std::io::{Read, Seek};
+        let found = source
+            .read(&mut magic)
+            .map(|n| n == 6 && &magic == b"ARROW1");
+        source.rewind().map_err(io_error)?;
+        found.unwrap_or(false)
+    };
+    let result = if is_file_format {
+        let reader = arrow_ipc::reader::FileReader::try_new(source, None)
+            .map_err(|e| arrow_error(e.to_string()))?;
+        let schema = reader.schema();
+        append_ipc(file, &schema, reader, options, base_options, rows)?
+    } else {
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(source), None)
+                .map_err(|e| arrow_error(e.to_string()))?;
+        let schema = reader.schema();
+        append_ipc(file, &schema, reader, options, base_options, rows)?
+    };
+    result.map_err(|e| match e {
+        BatchError::Reader(message) => arrow_error(message),
+        BatchError::Row(e) => e,
+    })?;
+    Ok(())
 }
 
 /// Checks an Arrow reader's columns, then appends its rows (see [`append_batches`]).

@@ -680,8 +680,8 @@ fn load_image(
             .load_image(path, config)
             .map_err(|error| error.to_string()),
         ImageSource::Bytes { bytes, .. } => {
-            let image = image::load_from_memory(bytes)
-                .map_err(|error| format!("cannot decode the image bytes: {error}"))?;
+            let image = crate::limits::decode_image_bytes(bytes)
+                .map_err(|error| format!("the image bytes: {error}"))?;
             model
                 .process_image(&image, config)
                 .map_err(|error| error.to_string())

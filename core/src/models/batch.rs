@@ -119,6 +119,18 @@ pub enum ForwardError {
         /// Limit.
         max: usize,
     },
+    /// A token id at or past the embedding's rows: the tokenizer files (or the pad id)
+    /// disagree with `config.json`'s `vocab_size`.
+    #[error(
+        "token id {id} is outside the model's vocabulary of {vocab} rows: the tokenizer files \
+         do not match config.json's vocab_size"
+    )]
+    TokenOutOfVocabulary {
+        /// The id.
+        id: u32,
+        /// `vocab_size`.
+        vocab: usize,
+    },
     /// The model cannot take this input (an unsupported option of its config).
     #[error("{0}")]
     Unsupported(String),

@@ -156,8 +156,15 @@ impl JinjaTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat_template", source.clone())
-            .map_err(|e| template_error(&source_name, &e))?;
+        crate::limits::catch_parser_panic(|| {
+            env.add_template_owned("chat_template", source.clone())
+        })
+        .map_err(|panic| TemplateError::Render {
+            source_name: source_name.clone(),
+            line: None,
+            message: format!("the template cannot be parsed: {panic}"),
+        })?
+        .map_err(|e| template_error(&source_name, &e))?;
         Ok(Self {
             env: Arc::new(env),
             source_name,

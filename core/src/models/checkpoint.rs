@@ -153,6 +153,8 @@ impl CheckpointReader {
                 FileError::tensor(&path, &name, format!("malformed header entry: {e}"))
             })?;
             let (a, b) = entry.data_offsets;
+            check_entry(&entry, file_len - data_start)
+                .map_err(|message| FileError::tensor(&path, &name, message))?;
             data_end = data_end.max(b);
             self.tensors.insert(
                 name,
@@ -276,6 +278,38 @@ impl CheckpointReader {
             })?;
         Ok(decode_to_f32(&bytes, loc.dtype))
     }
+}
+
+/// Checks one header entry against the data the file holds (`data_len` bytes after the
+/// header): offsets in order and inside the file, a shape whose element count stays within
+/// [`crate::limits::MAX_TENSOR_ELEMENTS`], and a byte range of exactly that many elements.
+/// After this, sizes computed from the entry cannot overflow.
+fn check_entry(entry: &HeaderEntry, data_len: u64) -> Result<(), String> {
+    let (start, end) = entry.data_offsets;
+    if start > end || end > data_len {
+        return Err(format!(
+            "data_offsets [{start}, {end}] do not lie within the {data_len} bytes of data"
+        ));
+    }
+    let limit = crate::limits::MAX_TENSOR_ELEMENTS;
+    let count = crate::limits::checked_product(&entry.shape)
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| {
+            format!(
+                "shape {:?} has more than the limit of {limit} elements",
+                entry.shape
+            )
+        })?;
+    let bits = u128::from(count) * (entry.dtype.bitsize() as u128);
+    if bits.div_ceil(8) != u128::from(end - start) {
+        return Err(format!(
+            "{} bytes of data do not match shape {:?} of {:?}",
+            end - start,
+            entry.shape,
+            entry.dtype
+        ));
+    }
+    Ok(())
 }
 
 fn decode_to_f32(bytes: &[u8], dtype: Dtype) -> Vec<f32> {

@@ -320,6 +320,12 @@ impl Model {
                 images,
             });
         }
+        let vocab = self.spec.vocab_size;
+        if let Some(&id) = batch.ids.iter().flatten().find(|&&id| id as usize >= vocab) {
+            // A tokenizer (or pad id) that disagrees with config.json: Burn's lookup would
+            // read out of bounds.
+            return Err(ForwardError::TokenOutOfVocabulary { id, vocab });
+        }
         let embeds = net.text().embed(batch.id_tensor(&self.device));
         net.merge_images(embeds, batch)
     }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, RgbImage};
 
+use crate::limits::DecodeError;
+
 /// OpenAI CLIP normalisation mean (transformers `OPENAI_CLIP_MEAN`), rounded from the Python
 /// floats (`f64`) to `f32` as `np.array(mean, dtype=np.float32)` does.
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [
@@ -41,6 +43,14 @@ pub enum ImageProcessorError {
         /// The decoder's error.
         #[source]
         source: image::ImageError,
+    },
+    /// The image is larger than [`crate::limits::image_limits`] allow.
+    #[error("{}: {message}", .path.display())]
+    TooLarge {
+        /// The image file.
+        path: PathBuf,
+        /// The limit hit, with its values.
+        message: String,
     },
     /// One side is shorter than `patch_size * merge_size` (transformers raises a `ValueError`).
     #[error(
@@ -265,22 +275,24 @@ pub trait ImagePreprocessor: Send + Sync + Debug {
 /// Decodes an image file (format guessed from its content); errors name the file. EXIF
 /// orientation is not applied (as with `PIL.Image.open`).
 pub fn decode_image_file(path: &Path) -> Result<DynamicImage, ImageProcessorError> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|source| ImageProcessorError::Io {
+    let reader = image::ImageReader::open(path).map_err(|source| ImageProcessorError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    crate::limits::decode_image(reader).map_err(|error| match error {
+        DecodeError::Io(source) => ImageProcessorError::Io {
             path: path.to_path_buf(),
             source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| ImageProcessorError::Io {
+        },
+        DecodeError::TooLarge(message) => ImageProcessorError::TooLarge {
+            path: path.to_path_buf(),
+            message,
+        },
+        DecodeError::Decode(source) => ImageProcessorError::Decode {
             path: path.to_path_buf(),
             source,
-        })?;
-    reader
-        .decode()
-        .map_err(|source| ImageProcessorError::Decode {
-            path: path.to_path_buf(),
-            source,
-        })
+        },
+    })
 }
 
 /// Decodes and preprocesses an image file; errors name the file.

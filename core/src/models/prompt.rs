@@ -369,7 +369,9 @@ pub fn tokenizer_from_files(files: &ModelFiles, name: &str) -> Result<Tokenizer,
             "missing tokenizer.json in the model folder",
         ));
     }
-    Tokenizer::from_bytes(files.read(name)?)
+    let bytes = files.read(name)?;
+    crate::limits::catch_parser_panic(|| Tokenizer::from_bytes(bytes))
+        .map_err(|panic| FileError::new(&path, format!("invalid tokenizer: {panic}")))?
         .map_err(|e| FileError::new(&path, format!("invalid tokenizer: {e}")))
 }
 

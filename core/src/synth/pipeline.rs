@@ -268,6 +268,27 @@ fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+/// Reads a run folder's `pipeline_state.json` (a fresh state when there is none). A state
+/// written for another config (`digest`) is refused, naming the file.
+pub fn read_pipeline_state(path: &Path, digest: &str) -> Result<PipelineState, SynthError> {
+    if !path.is_file() {
+        return Ok(PipelineState {
+            config_digest: digest.to_string(),
+            finished: BTreeMap::new(),
+        });
+    }
+    let state: PipelineState = read_json_file(path)?;
+    if state.config_digest != digest {
+        return Err(SynthError::Resume {
+            path: path.to_path_buf(),
+            message: "the run folder holds a pipeline run with another config; use another \
+                      `out`, or delete the folder to start over"
+                .into(),
+        });
+    }
+    Ok(state)
+}
+
 /// Runs every unfinished stage of `config` on `device`.
 pub fn run_pipeline(
     config: &PipelineConfig,
@@ -278,23 +299,7 @@ pub fn run_pipeline(
     let format = config.judge_format().map_err(SynthError::Invalid)?;
     std::fs::create_dir_all(&config.out).map_err(|e| FileError::io(&config.out, e))?;
     let state_path = config.out.join(PIPELINE_STATE_FILE);
-    let digest = config.digest();
-    let mut state: PipelineState = if state_path.is_file() {
-        read_json_file(&state_path)?
-    } else {
-        PipelineState {
-            config_digest: digest.clone(),
-            finished: BTreeMap::new(),
-        }
-    };
-    if state.config_digest != digest {
-        return Err(SynthError::Resume {
-            path: state_path,
-            message: "the run folder holds a pipeline run with another config; use another \
-                      `out`, or delete the folder to start over"
-                .into(),
-        });
-    }
+    let mut state = read_pipeline_state(&state_path, &config.digest())?;
     // Models are checked before any work starts.
     for (role, dir) in [
         ("synthesizer", &config.synthesizer),

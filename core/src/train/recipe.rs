@@ -420,6 +420,21 @@ impl TrainRecipe {
         if self.gradient_accumulation_steps == 0 {
             return bad("gradient_accumulation_steps", "must be at least 1");
         }
+        // Samples per step are multiplied out: both factors are bounded (2^20 each).
+        for (key, value) in [
+            (
+                "per_device_train_batch_size",
+                self.per_device_train_batch_size,
+            ),
+            (
+                "gradient_accumulation_steps",
+                self.gradient_accumulation_steps,
+            ),
+        ] {
+            if value > 1 << 20 {
+                return bad(key, "exceeds the limit of 1048576");
+            }
+        }
         if !(self.warmup_ratio.is_finite() && (0.0..=1.0).contains(&self.warmup_ratio)) {
             return bad(
                 "warmup_ratio",

@@ -732,6 +732,12 @@ pub fn train(
         }
         trainer_state = ckpt.state.clone();
         trainer_state.total_steps = total_steps;
+        check_resume_position(&trainer_state, &stage_steps, &stage_micro).map_err(|m| {
+            FileError::new(
+                &ckpt.path.join(crate::train::run_dir::TRAINER_STATE_JSON),
+                m,
+            )
+        })?;
     }
     let trainable_count = trainable_numel(&model.network);
     let plan = TrainPlan {
@@ -931,4 +937,36 @@ pub fn train(
         peak_memory_mib: peak_rss_mib(),
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Checks that a checkpoint's data position lies inside this run's plan (stage, steps taken,
+/// micro-batch within the epoch) before the loop indexes with it.
+fn check_resume_position(
+    state: &crate::train::run_dir::TrainerState,
+    stage_steps: &[usize],
+    stage_micro: &[usize],
+) -> Result<(), String> {
+    let pos = &state.data;
+    let Some(&micro) = stage_micro.get(pos.stage) else {
+        return Err(format!(
+            "data.stage {} is past the run's {} stage(s)",
+            pos.stage,
+            stage_micro.len()
+        ));
+    };
+    let before: usize = stage_steps[..pos.stage].iter().sum();
+    let total: usize = stage_steps.iter().sum();
+    if state.step < before || state.step > total {
+        return Err(format!(
+            "step {} does not fall in stage {} (steps {before}..={total})",
+            state.step, pos.stage
+        ));
+    }
+    if pos.next_micro_batch > micro {
+        return Err(format!(
+            "data.next_micro_batch {} is past the stage's {micro} micro-batches",
+            pos.next_micro_batch
+        ));
+    }
+    Ok(())
 }

@@ -214,6 +214,42 @@ impl LlavaNextConfig {
             .validate()
             .map_err(|(k, m)| (format!("text_config.{k}"), m))?;
         let v = &self.vision_config;
+        {
+            use crate::limits::*;
+            all_at_most(&[
+                ("vision_config.hidden_size", v.hidden_size, MAX_WIDTH),
+                (
+                    "vision_config.intermediate_size",
+                    v.intermediate_size,
+                    MAX_WIDTH,
+                ),
+                (
+                    "vision_config.num_hidden_layers",
+                    v.num_hidden_layers,
+                    MAX_LAYERS,
+                ),
+                (
+                    "vision_config.num_attention_heads",
+                    v.num_attention_heads,
+                    MAX_HEADS,
+                ),
+                ("vision_config.num_channels", v.num_channels, MAX_FACTOR),
+                ("vision_config.image_size", v.image_size, MAX_IMAGE_EDGE),
+                ("vision_config.patch_size", v.patch_size, MAX_IMAGE_EDGE),
+                ("image_seq_length", self.image_seq_length, MAX_POSITIONS),
+                (
+                    "image_grid_pinpoints (count)",
+                    self.image_grid_pinpoints.len(),
+                    1024,
+                ),
+            ])?;
+            for &[h, w] in &self.image_grid_pinpoints {
+                all_at_most(&[
+                    ("image_grid_pinpoints", h, MAX_IMAGE_EDGE),
+                    ("image_grid_pinpoints", w, MAX_IMAGE_EDGE),
+                ])?;
+            }
+        }
         if v.num_attention_heads == 0 || !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return Err((
                 "vision_config.num_attention_heads".into(),

@@ -106,10 +106,12 @@ impl AnyresConfig {
         if shortest_edge == 0 || crop == 0 || patch_size == 0 {
             return Err("size, crop_size and the patch size must be positive".into());
         }
+        let pinpoints = raw
+            .image_grid_pinpoints
+            .unwrap_or_else(|| model_pinpoints.to_vec());
+        check_sizes(shortest_edge, crop, &pinpoints)?;
         Ok(Self {
-            pinpoints: raw
-                .image_grid_pinpoints
-                .unwrap_or_else(|| model_pinpoints.to_vec()),
+            pinpoints,
             shortest_edge,
             crop,
             filter,
@@ -153,6 +155,48 @@ impl AnyresConfig {
             tokens
         }
     }
+}
+
+/// Bounds the sizes of a preprocessor config (see [`crate::limits`]) and checks that every
+/// grid pinpoint is a positive multiple of the crop, as the anyres split needs.
+fn check_sizes(shortest_edge: usize, crop: usize, pinpoints: &[[usize; 2]]) -> Result<(), String> {
+    use crate::limits::{MAX_IMAGE_EDGE, all_at_most};
+    /// Grid pinpoints in one config (released configs list 5).
+    const MAX_PINPOINTS: usize = 1024;
+    all_at_most(&[
+        ("size.shortest_edge", shortest_edge, MAX_IMAGE_EDGE),
+        ("crop_size", crop, MAX_IMAGE_EDGE),
+        (
+            "image_grid_pinpoints (count)",
+            pinpoints.len(),
+            MAX_PINPOINTS,
+        ),
+    ])
+    .map_err(|(key, message)| format!("{key}: {message}"))?;
+    if shortest_edge < crop {
+        // transformers would pad the crop; the tower's input would not be a full crop here.
+        return Err(format!(
+            "size.shortest_edge {shortest_edge} is smaller than crop_size {crop}"
+        ));
+    }
+    if pinpoints.is_empty() {
+        return Err("image_grid_pinpoints: the list is empty".into());
+    }
+    for &[h, w] in pinpoints {
+        if h == 0
+            || w == 0
+            || h > MAX_IMAGE_EDGE
+            || w > MAX_IMAGE_EDGE
+            || h % crop != 0
+            || w % crop != 0
+        {
+            return Err(format!(
+                "image_grid_pinpoints: [{h}, {w}] must be positive multiples of the crop size \
+                 {crop}, at most {MAX_IMAGE_EDGE}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// transformers `select_best_resolution`: the `[height, width]` that keeps the most of the

@@ -377,6 +377,12 @@ fn llava_processor(
             .get("num_additional_image_tokens")
             .and_then(Value::as_u64)
             .unwrap_or(0) as usize;
+        crate::limits::at_most(
+            "num_additional_image_tokens",
+            num_additional,
+            crate::limits::MAX_FACTOR,
+        )
+        .map_err(|(key, m)| FileError::key(&files.path("processor_config.json"), key, m))?;
     }
     let pp = if files.exists("preprocessor_config.json") {
         Some(files.read_text("preprocessor_config.json")?)
@@ -391,6 +397,16 @@ fn llava_processor(
         num_additional,
     )
     .map_err(|e| FileError::new(&files.path("preprocessor_config.json"), e))?;
+    if pp.is_some() && images.crop != config.vision_config.image_size {
+        return Err(FileError::key(
+            &files.path("preprocessor_config.json"),
+            "crop_size",
+            format!(
+                "{} differs from the vision tower's image_size {} in config.json",
+                images.crop, config.vision_config.image_size
+            ),
+        ));
+    }
     let end_of_text = ["<|end_of_text|>", "</s>"].iter().find_map(|t| {
         tokenizer.token_to_id(t).map(|id| EndOfText {
             text: (*t).into(),

@@ -309,10 +309,69 @@ impl Qwen2VlConfig {
         Ok(config)
     }
 
+    /// Bounds every size the model is built from (see [`crate::limits`]), before any
+    /// arithmetic on them.
+    fn check_bounds(&self) -> Result<(), (String, String)> {
+        use crate::limits::*;
+        all_at_most(&[
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_HEADS),
+            ("num_key_value_heads", self.num_key_value_heads(), MAX_HEADS),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+        ])?;
+        if let Some(r) = &self.rope_scaling {
+            at_most(
+                "rope_scaling.mrope_section (length)",
+                r.mrope_section.len(),
+                16,
+            )?;
+            for &section in &r.mrope_section {
+                at_most("rope_scaling.mrope_section", section, MAX_WIDTH)?;
+            }
+        }
+        let v = &self.vision_config;
+        all_at_most(&[
+            ("vision_config.depth", v.depth, MAX_LAYERS),
+            ("vision_config.embed_dim", v.embed_dim, MAX_WIDTH),
+            ("vision_config.hidden_size", v.hidden_size, MAX_WIDTH),
+            ("vision_config.num_heads", v.num_heads, MAX_HEADS),
+            ("vision_config.in_channels", v.in_channels, MAX_FACTOR),
+            ("vision_config.patch_size", v.patch_size, MAX_IMAGE_EDGE),
+            (
+                "vision_config.spatial_merge_size",
+                v.spatial_merge_size,
+                MAX_FACTOR,
+            ),
+            (
+                "vision_config.temporal_patch_size",
+                v.temporal_patch_size,
+                MAX_FACTOR,
+            ),
+        ])?;
+        if !(v.mlp_ratio.is_finite() && v.mlp_ratio > 0.0) || v.mlp_hidden_dim() > MAX_WIDTH {
+            return Err((
+                "vision_config.mlp_ratio".into(),
+                format!(
+                    "{} must be positive and keep embed_dim x mlp_ratio within {MAX_WIDTH}",
+                    v.mlp_ratio
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the relations between fields that the model relies on.
     /// Returns the offending key and a message.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, m: String| Err((k.to_string(), m));
+        self.check_bounds()?;
         if self.model_type != "qwen2_vl" && self.model_type != "qwen2" {
             return bad(
                 "model_type",

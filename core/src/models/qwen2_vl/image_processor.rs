@@ -213,6 +213,15 @@ impl ImageProcessorConfig {
                 self.patch_size, self.temporal_patch_size, self.merge_size
             ));
         }
+        use crate::limits::{MAX_FACTOR, MAX_IMAGE_EDGE, MAX_PROCESSED_PIXELS, all_at_most};
+        all_at_most(&[
+            ("patch_size", self.patch_size, MAX_IMAGE_EDGE),
+            ("temporal_patch_size", self.temporal_patch_size, MAX_FACTOR),
+            ("merge_size", self.merge_size, MAX_FACTOR),
+            ("min_pixels", self.min_pixels, MAX_PROCESSED_PIXELS),
+            ("max_pixels", self.max_pixels, MAX_PROCESSED_PIXELS),
+        ])
+        .map_err(|(key, message)| format!("{key}: {message}"))?;
         if self.min_pixels > self.max_pixels {
             return Err(format!(
                 "min_pixels ({}) must not exceed max_pixels ({})",
@@ -317,6 +326,13 @@ pub fn process_image(
                 factor,
                 path: None,
             });
+        }
+        if height * width > crate::limits::MAX_PROCESSED_PIXELS {
+            return Err(ImageProcessorError::InvalidConfig(format!(
+                "with do_resize false the {height}x{width} image is processed as it is, \
+                 above the limit of {} pixels",
+                crate::limits::MAX_PROCESSED_PIXELS
+            )));
         }
         rgb
     };
@@ -426,6 +442,7 @@ impl ImagePreprocessor for ImageProcessorConfig {
         options: &ImageOptions,
     ) -> Result<ProcessedImage, ImageProcessorError> {
         let cfg = self.with_options(options);
+        cfg.validate().map_err(ImageProcessorError::InvalidConfig)?;
         let (rh, rw) = if cfg.do_resize {
             smart_resize(height, width, cfg.factor(), cfg.min_pixels, cfg.max_pixels)?
         } else {

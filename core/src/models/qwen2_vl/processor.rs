@@ -55,6 +55,25 @@ pub fn processor_from_files(
         (None, None)
     } else {
         let image_config = image_config_from_files(files)?;
+        let v = &config.vision_config;
+        for (key, processor, tower) in [
+            ("patch_size", image_config.patch_size, v.patch_size),
+            (
+                "temporal_patch_size",
+                image_config.temporal_patch_size,
+                v.temporal_patch_size,
+            ),
+            ("merge_size", image_config.merge_size, v.spatial_merge_size),
+        ] {
+            if processor != tower {
+                // The patches would not fit the vision tower's patch embedding.
+                return Err(FileError::key(
+                    &files.path("preprocessor_config.json"),
+                    key,
+                    format!("{processor} differs from the vision tower's {tower} in config.json"),
+                ));
+            }
+        }
         let token = ImageToken {
             id: config.image_token_id,
             prompt_text: "<|vision_start|><|image_pad|><|vision_end|>".into(),
