@@ -353,6 +353,101 @@ fn bad_prompts_and_images_are_named() {
     expect_failure(&o, &["at most 16"]);
 }
 
+/// A file that claims more than any real model or image is refused with the file, the key or
+/// tensor, the value and the limit, before anything that size is allocated: a non-zero exit,
+/// never a panic or an out-of-memory kill.
+#[test]
+fn hostile_files_are_named_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generate_with = |dir: &Path| generate_once(dir.to_str().unwrap(), None, "hi");
+    // The reported crash: a merge size that overflowed a multiplication.
+    let d = tmp.path().join("huge_merge");
+    copy_model(&d);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    cfg["vision_config"]["spatial_merge_size"] = serde_json::json!(1_000_000_000_000_u64);
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    expect_failure(
+        &generate_with(&d),
+        &[
+            "config.json",
+            "vision_config.spatial_merge_size",
+            "1000000000000 exceeds the limit of 64",
+        ],
+    );
+    // A checkpoint header claiming a tensor of 2^64 elements.
+    let d = tmp.path().join("huge_tensor");
+    copy_model(&d);
+    let mut bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    let key = "\"model.norm.weight\":{\"dtype\":\"F32\",\"shape\":[64]";
+    assert!(header.contains(key), "{header}");
+    let patched = header.replace(
+        key,
+        "\"model.norm.weight\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296]",
+    );
+    let mut out = (patched.len() as u64).to_le_bytes().to_vec();
+    out.extend(patched.into_bytes());
+    out.extend(bytes.split_off(8 + n));
+    std::fs::write(d.join("model.safetensors"), &out).unwrap();
+    expect_failure(
+        &generate_with(&d),
+        &[
+            "model.safetensors",
+            "model.norm.weight",
+            "limit of 68719476736 elements",
+        ],
+    );
+    // A BMP whose header claims a 40,000 x 40,000 canvas (1.6 billion pixels).
+    let bmp = tmp.path().join("huge.bmp");
+    std::fs::write(&bmp, bmp_header(40_000, 40_000)).unwrap();
+    let m = fixture_model();
+    expect_failure(
+        &generate_once(m.to_str().unwrap(), Some(&bmp), "<image>x"),
+        &["huge.bmp", "32768 pixels a side"],
+    );
+    // The folder's chat template loops without end: it runs out of fuel.
+    let d = tmp.path().join("looping_template");
+    copy_model(&d);
+    let looping =
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    std::fs::write(
+        d.join("chat_template.json"),
+        serde_json::json!({ "chat_template": looping }).to_string(),
+    )
+    .unwrap();
+    let o = run(&[
+        "generate",
+        "--model",
+        d.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--template",
+        "folder",
+        "--max-new-tokens",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["chat_template.json", "fuel"]);
+}
+
+/// The 54-byte header of a 24-bit BMP of `width x height` with no pixel data.
+fn bmp_header(width: i32, height: i32) -> Vec<u8> {
+    let mut b = b"BM".to_vec();
+    b.extend(54u32.to_le_bytes()); // file size (the header alone)
+    b.extend(0u32.to_le_bytes()); // reserved
+    b.extend(54u32.to_le_bytes()); // pixel data offset
+    b.extend(40u32.to_le_bytes()); // BITMAPINFOHEADER
+    b.extend(width.to_le_bytes());
+    b.extend(height.to_le_bytes());
+    b.extend(1u16.to_le_bytes()); // planes
+    b.extend(24u16.to_le_bytes()); // bits per pixel
+    b.extend([0u8; 24]); // no compression, sizes, resolution, palette
+    b
+}
+
 #[test]
 fn score_prints_the_paper_keys_and_info_lists_adapters() {
     let golden = repo().join("tests/data/golden/metrics");
