@@ -55,6 +55,15 @@ fn page_available() -> bool {
     true
 }
 
+/// Copies the files of a flat folder (a model folder) into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 fn output_dir(case: &str) -> PathBuf {
     let dir = repo().join("tests/output/web").join(case);
     let _ = std::fs::remove_dir_all(&dir);
@@ -321,10 +330,35 @@ fn broken_benchmark_file_is_a_readable_error_and_the_page_survives() {
         "{\"image\": \"a.png\", \"input\": \"Which dish?\", \"label\": \"pizza\"}\n{\"image\": \"b.png\", \"input\": \n",
     )
     .unwrap();
+    // A model folder whose config claims an absurd merge size (once a panic in the core).
+    let broken_model = out.join("broken-model");
+    copy_dir(&demo().join("model"), &broken_model);
+    let config_path = broken_model.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["vision_config"]["spatial_merge_size"] = serde_json::json!(1_000_000_000_000_u64);
+    std::fs::write(&config_path, config.to_string()).unwrap();
     let report = run_page(
         "broken",
         &out,
-        &[("ADAMLLM_PAGE_BROKEN", broken.display().to_string())],
+        &[
+            ("ADAMLLM_PAGE_BROKEN", broken.display().to_string()),
+            (
+                "ADAMLLM_PAGE_BROKEN_MODEL",
+                broken_model.display().to_string(),
+            ),
+        ],
+    );
+    let model_error = report["model_error_text"].as_str().unwrap_or_default();
+    assert!(
+        model_error.contains("config.json")
+            && model_error.contains("vision_config.spatial_merge_size")
+            && model_error.contains("exceeds the limit of 64"),
+        "the page should name the file, key and limit: {model_error:?}"
+    );
+    let crash = report["crash_text"].as_str().unwrap_or_default();
+    assert!(
+        crash.contains("debug_panic") && crash.contains("was restarted"),
+        "a panic in the engine should restart it and say so: {crash:?}"
     );
     let error = report["error_text"].as_str().unwrap_or_default();
     assert!(

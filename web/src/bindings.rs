@@ -89,7 +89,7 @@ fn named_files(files: &Array) -> Result<Vec<(String, Vec<u8>)>, JsError> {
 /// WebGPU. Returns `{backend, description, reason}` as JSON.
 #[wasm_bindgen]
 pub async fn init_device(choice: String) -> Result<String, JsError> {
-    console_error_panic_hook::set_once();
+    install_panic_hook();
     if let Some(existing) = STATE.with(|s| s.borrow().device.clone()) {
         return Ok(device_json(&existing));
     }
@@ -108,6 +108,33 @@ fn device_json(device: &SelectedDevice) -> String {
         "max_binding_bytes": device.max_binding_bytes,
     })
     .to_string()
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `adamllmPanicMessage(text)`, set by the worker: where a panic's message goes before
+    /// the trap, so the page can say what failed.
+    #[wasm_bindgen(js_namespace = globalThis, js_name = adamllmPanicMessage)]
+    fn report_panic(message: &str);
+}
+
+/// Panics print to the console (as `console_error_panic_hook` does) and are handed to the
+/// worker, which reports them when it restarts the engine.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            console_error_panic_hook::hook(info);
+            report_panic(&info.to_string());
+        }));
+    });
+}
+
+/// Panics on purpose: the page tests use it to check that a trap in the engine restarts the
+/// worker and leaves the page usable. Nothing in the page calls it.
+#[wasm_bindgen]
+pub fn debug_panic() {
+    panic!("debug_panic: a deliberate panic (the page tests' crash check)");
 }
 
 /// Reads a model folder's config and checkpoint headers without loading weights; returns

@@ -313,8 +313,8 @@ pub async fn synthesize_and_judge(
             "the caption is empty: the synthesizer reads the image with its caption".into(),
         );
     }
-    let image = image::load_from_memory(image_bytes)
-        .map_err(|e| format!("the picked image cannot be decoded: {e}"))?;
+    let image = adamllm::limits::decode_image_bytes(image_bytes)
+        .map_err(|e| format!("the picked image: {e}"))?;
     let started = now_ms();
     let options = SynthesizeOptions {
         max_new_tokens: settings.max_new_tokens.unwrap_or(512),

@@ -7,6 +7,7 @@
 //   ADAMLLM_PAGE_OUT   where to write page.json, predictions.jsonl, results.json, page.png
 //   ADAMLLM_PAGE_LIMIT, ADAMLLM_PAGE_MAX_NEW_TOKENS   optional evaluation settings
 //   ADAMLLM_PAGE_BROKEN  (broken mode) a malformed benchmark file to pick
+//   ADAMLLM_PAGE_BROKEN_MODEL  (broken mode) a damaged model folder to pick before the demo model
 //   ADAMLLM_PAGE_SYNTH   (cpu mode) set to 1 to also run the synthesis panel
 //   ADAMLLM_PAGE_MODEL_DIR  a model folder to pick (as a user picks one) instead of the
 //                           built-in demo model
@@ -90,6 +91,18 @@ try {
   report.backend = await page.locator('#device').getAttribute('data-backend');
   if (report.backend === null) throw new Error(`the engine did not start: ${await page.locator('#error').textContent()}`);
 
+  if (mode === 'broken' && process.env.ADAMLLM_PAGE_BROKEN_MODEL) {
+    // A damaged model folder first: a named error, and the page goes on to the demo model.
+    await page.waitForFunction(() => !document.getElementById('model-folder').disabled, null, { timeout: long });
+    await page.setInputFiles('#model-folder', process.env.ADAMLLM_PAGE_BROKEN_MODEL);
+    await page.waitForSelector('#error:not([hidden])', { timeout: 60000 });
+    report.model_error_text = await page.locator('#error').textContent();
+    // A panic in the engine: the page restarts it and says so.
+    await page.evaluate(() => window.adamllm.debugPanic());
+    await page.waitForFunction(() => document.getElementById('error').textContent.includes('restarted'),
+      null, { timeout: 60000 });
+    report.crash_text = await page.locator('#error').textContent();
+  }
   if (process.env.ADAMLLM_PAGE_MODEL_DIR) {
     await page.waitForFunction(() => !document.getElementById('model-folder').disabled, null, { timeout: long });
     await page.setInputFiles('#model-folder', process.env.ADAMLLM_PAGE_MODEL_DIR);

@@ -5,17 +5,38 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
 // ---- worker calls -------------------------------------------------------------------------
-const worker = new Worker('worker.js', { type: 'module' });
+// The engine runs in a worker. A Rust panic traps WebAssembly and leaves that instance
+// unusable, so on a trap the page ends the worker, starts a fresh one on the same device and
+// says what happened; loaded models are gone and are loaded again by the user.
+let worker = null;
 let nextId = 1;
 const pending = new Map();
-worker.onmessage = ({ data }) => {
-  const job = pending.get(data.id);
-  if (!job) return;
-  if (data.progress) { job.onProgress?.(data.progress); return; }
-  pending.delete(data.id);
-  data.ok ? job.resolve(data.result) : job.reject(new Error(data.error));
-};
-worker.onerror = (event) => showError(`The engine stopped: ${event.message || 'unknown error'}`);
+const deviceChoice = params.get('device') || 'auto';
+
+function startWorker() {
+  worker = new Worker('worker.js', { type: 'module' });
+  worker.onmessage = ({ data }) => {
+    const job = pending.get(data.id);
+    if (!job) return;
+    if (data.progress) { job.onProgress?.(data.progress); return; }
+    pending.delete(data.id);
+    if (data.ok) { job.resolve(data.result); return; }
+    if (data.crashed) { restartWorker(data.error).then(job.reject, job.reject); return; }
+    job.reject(new Error(data.error));
+  };
+  worker.onerror = (event) => showError(`The engine stopped: ${event.message || 'unknown error'}`);
+}
+
+async function restartWorker(reason) {
+  worker.terminate();
+  for (const job of pending.values()) job.reject(new Error('the engine was restarted'));
+  pending.clear();
+  state.model = null; state.synthReady = false;
+  $('model-info').hidden = true;
+  startWorker();
+  await call('initDevice', { device: deviceChoice });
+  return new Error(`The engine hit an internal error (${reason}) and was restarted; load the model again.`);
+}
 
 function call(cmd, args = {}, onProgress = null, transfer = []) {
   const id = nextId++;
@@ -24,10 +45,13 @@ function call(cmd, args = {}, onProgress = null, transfer = []) {
     worker.postMessage({ id, cmd, ...args }, transfer);
   });
 }
+startWorker();
 
 // ---- state and helpers --------------------------------------------------------------------
 const state = { model: null, benchmark: null, synthImage: null, synthReady: false, lastEval: null, lastSynth: null };
 window.adamllm = state; // for people poking around in the console (and the page tests)
+// The page tests' way to prove that a panic in the engine restarts it.
+state.debugPanic = () => guarded(null, () => call('debugPanic'));
 
 function showError(message) {
   const box = $('error');
@@ -94,7 +118,7 @@ function showModel(info) {
 // ---- start --------------------------------------------------------------------------------
 (async () => {
   try {
-    const { device, version } = await call('initDevice', { device: params.get('device') || 'auto' });
+    const { device, version } = await call('initDevice', { device: deviceChoice });
     $('version').textContent = version;
     const el = $('device');
     el.textContent = `Running on ${device.backend === 'webgpu' ? 'WebGPU' : 'the CPU (WebAssembly)'}: ${device.description}. ${device.reason}.`;

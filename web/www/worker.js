@@ -3,6 +3,10 @@
 // runs, then {id, ok: true, result} or {id, ok: false, error}.
 import init, * as engine from './pkg/adamllm_web.js';
 
+// The engine's panic hook hands its message here before WebAssembly traps.
+let lastPanic = null;
+globalThis.adamllmPanicMessage = (message) => { lastPanic = message; };
+
 const ready = init();
 
 // Same-origin files of the built-in demo (the only requests the page makes).
@@ -61,6 +65,9 @@ const handlers = {
     const progress = (done, total) => self.postMessage({ id, progress: { done, total } });
     return JSON.parse(await engine.evaluate_benchmark(JSON.stringify(settings), name, bytes, images, progress));
   },
+  async debugPanic() {
+    engine.debug_panic();
+  },
   async synthesize({ settings, image }) {
     return JSON.parse(await engine.synthesize_image(JSON.stringify(settings), image));
   },
@@ -74,7 +81,10 @@ self.onmessage = async (event) => {
     if (!handler) throw new Error(`unknown command ${cmd}`);
     self.postMessage({ id, ok: true, result: await handler(args, id) });
   } catch (error) {
-    // JsError from Rust carries the core's message; anything else (a panic) its text.
-    self.postMessage({ id, ok: false, error: String(error && error.message ? error.message : error) });
+    // JsError from Rust carries the core's message. A panic traps WebAssembly (a
+    // RuntimeError): this instance is unusable from now on and the page restarts the worker.
+    const crashed = error instanceof WebAssembly.RuntimeError;
+    const text = crashed && lastPanic ? lastPanic : String(error && error.message ? error.message : error);
+    self.postMessage({ id, ok: false, crashed, error: text });
   }
 };
