@@ -187,16 +187,25 @@ mod tests {
         assert!(matches!(err, DecodeError::Decode(_)), "{err}");
     }
 
-    /// A PNG signature and an IHDR chunk for an 8-bit RGB canvas of `w × h`, nothing else.
+    /// A PNG of an 8-bit RGB canvas of `w × h` with no pixel data: the signature, IHDR, an
+    /// empty IDAT (where the decoder stops reading the header) and IEND.
     fn png_with_size(w: u32, h: u32) -> Vec<u8> {
-        let mut chunk = b"IHDR".to_vec();
-        chunk.extend(w.to_be_bytes());
-        chunk.extend(h.to_be_bytes());
-        chunk.extend([8, 2, 0, 0, 0]);
+        let mut ihdr = Vec::new();
+        ihdr.extend(w.to_be_bytes());
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 2, 0, 0, 0]);
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        png.extend(13u32.to_be_bytes());
-        png.extend(&chunk);
-        png.extend(crc32(&chunk).to_be_bytes());
+        for (kind, data) in [
+            (b"IHDR", ihdr),
+            (b"IDAT", Vec::new()),
+            (b"IEND", Vec::new()),
+        ] {
+            let mut chunk = kind.to_vec();
+            chunk.extend(&data);
+            png.extend((data.len() as u32).to_be_bytes());
+            png.extend(&chunk);
+            png.extend(crc32(&chunk).to_be_bytes());
+        }
         png
     }
 

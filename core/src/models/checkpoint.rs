@@ -286,9 +286,13 @@ impl CheckpointReader {
 /// After this, sizes computed from the entry cannot overflow.
 fn check_entry(entry: &HeaderEntry, data_len: u64) -> Result<(), String> {
     let (start, end) = entry.data_offsets;
-    if start > end || end > data_len {
+    if start > end {
+        return Err(format!("data_offsets [{start}, {end}] are out of order"));
+    }
+    if end > data_len {
         return Err(format!(
-            "data_offsets [{start}, {end}] do not lie within the {data_len} bytes of data"
+            "data_offsets [{start}, {end}] reach past the {data_len} bytes of data after the \
+             header: the file is truncated, or its header is wrong"
         ));
     }
     let limit = crate::limits::MAX_TENSOR_ELEMENTS;
