@@ -265,6 +265,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    adamllm::limits::quiet_caught_parser_panics();
     let (args, recipe_overrides) = train_cmd::split_recipe_flags(std::env::args().collect());
     let cli = Cli::parse_from(args);
     match run(cli, &recipe_overrides) {

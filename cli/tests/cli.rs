@@ -431,6 +431,24 @@ fn hostile_files_are_named_limits() {
         "cpu",
     ]);
     expect_failure(&o, &["chat_template.json", "fuel"]);
+    // A parquet benchmark whose footer makes the parquet crate panic: caught, named, and
+    // nothing about a panic printed.
+    let damaged = repo().join("tests/fixtures/mutation/parquet-negative-column-offset.parquet");
+    let out = tmp.path().join("eval");
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--task",
+        "PMC-VQA",
+        "--data",
+        damaged.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    expect_failure(&o, &["parquet-negative-column-offset.parquet", "damaged"]);
 }
 
 /// The 54-byte header of a 24-bit BMP of `width x height` with no pixel data.

@@ -44,18 +44,38 @@ pub const MAX_JSON_NESTING: usize = 127;
 /// A `u64`: the browser build's `usize` has 32 bits.
 pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 36;
 
+thread_local! {
+    /// Whether this thread is inside [`catch_parser_panic`].
+    static IN_GUARDED_PARSER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs a third-party parser that can panic on damaged input instead of returning an error
 /// (tokenizers 0.23 on some `decoder` values, minijinja 3.1's lexer on some nestings, arrow-ipc
-/// 60 on buffer offsets past their end): a panic becomes `Err` with its message. Natively only;
-/// in the browser a panic aborts, and the page restarts its worker.
+/// and parquet 60 on offsets past their buffers): a panic becomes `Err` with its message.
+/// Natively only; in the browser a panic aborts, and the page restarts its worker.
 pub fn catch_parser_panic<T>(parse: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).map_err(|payload| {
+    let outer = IN_GUARDED_PARSER.with(|flag| flag.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse));
+    IN_GUARDED_PARSER.with(|flag| flag.set(outer));
+    result.map_err(|payload| {
         payload
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "no message".into())
     })
+}
+
+/// Installs a panic hook that says nothing about the panics [`catch_parser_panic`] turns into
+/// errors (their message is in the error the user sees) and passes every other panic to the
+/// hook that was there before. The CLI installs it once, at start.
+pub fn quiet_caught_parser_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_GUARDED_PARSER.with(std::cell::Cell::get) {
+            previous(info);
+        }
+    }));
 }
 
 /// Checks a config value against its bound; the error is `(key, message)` as the configs'
@@ -75,6 +95,48 @@ pub fn all_at_most(checks: &[(&str, usize, usize)]) -> Result<(), (String, Strin
     checks
         .iter()
         .try_for_each(|&(key, value, limit)| at_most(key, value, limit))
+}
+
+/// The sizes a decoder-only language model is built from, as its `config.json` names them.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderSizes {
+    /// `vocab_size`.
+    pub vocab_size: usize,
+    /// `hidden_size`.
+    pub hidden_size: usize,
+    /// `intermediate_size`.
+    pub intermediate_size: usize,
+    /// `num_hidden_layers`.
+    pub num_hidden_layers: usize,
+    /// `num_attention_heads`.
+    pub num_attention_heads: usize,
+    /// `num_key_value_heads` (or its default).
+    pub num_key_value_heads: usize,
+    /// `head_dim` (or its default).
+    pub head_dim: usize,
+    /// `max_position_embeddings`.
+    pub max_position_embeddings: usize,
+}
+
+impl DecoderSizes {
+    /// Checks every size against its bound; the first one over is returned as
+    /// `(key, message)`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        all_at_most(&[
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_HEADS),
+            ("num_key_value_heads", self.num_key_value_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_WIDTH),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+        ])
+    }
 }
 
 /// The product of `factors` in 64 bits (on every target), or `None` on overflow.

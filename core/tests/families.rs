@@ -3,11 +3,12 @@
 //! image token missing from the tokenizer, missing vision weights, a chat template that fails
 //! and image / placeholder mismatches are named errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use adamllm::burn::tensor::{DType, Device};
 use adamllm::data::conversation::{Conversation, Message, Role};
-use adamllm::generation::{GenerationOptions, PromptInput, generate};
 use adamllm::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
 use adamllm::models::image::ImageOptions;
 use adamllm::models::prompt::LabelMode;
@@ -23,83 +24,29 @@ fn preset(dir: &Path, name: &str) -> PathBuf {
     out
 }
 
-fn load_err(dir: &Path) -> String {
-    match Model::load(dir, &Device::flex(), DType::F32) {
-        Ok(_) => panic!("{} loaded", dir.display()),
-        Err(e) => e.to_string(),
-    }
-}
-
-fn picture(dir: &Path) -> PathBuf {
-    let path = dir.join("picture.png");
-    image::RgbImage::from_fn(90, 50, |x, y| {
-        image::Rgb([(x * 2) as u8, (y * 4) as u8, 90])
-    })
-    .save(&path)
-    .unwrap();
-    path
-}
-
 #[test]
 fn every_family_preset_generates_and_scores_through_one_interface() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = picture(tmp.path());
-    for (name, family, with_image) in [
-        ("tiny", "qwen2_vl", true),
-        ("llama-tiny", "llama", false),
-        ("llava-next-tiny", "llava_next", true),
+    let image = common::write_picture(tmp.path());
+    for (name, family) in [
+        ("tiny", "qwen2_vl"),
+        ("llama-tiny", "llama"),
+        ("llava-next-tiny", "llava_next"),
     ] {
         let dir = preset(tmp.path(), name);
         let model = Model::load(&dir, &Device::flex(), DType::F32).unwrap();
         assert_eq!(model.spec.family, family, "{name}");
-        let images = if with_image {
-            vec![model.load_image(&image, &ImageOptions::default()).unwrap()]
-        } else {
-            Vec::new()
-        };
-        let placeholders = images
-            .iter()
-            .map(|_| PathBuf::from("picture.png"))
-            .collect();
-        let mut conversation = Conversation::user_prompt("What is shown?", placeholders);
-        conversation.messages.push(Message {
-            role: Role::Assistant,
-            content: "A gradient.".into(),
-        });
-        let encoded = model
-            .processor
-            .encode(&conversation, &images, false, LabelMode::AssistantTurns)
-            .unwrap();
-        assert!(encoded.supervised_tokens() > 0, "{name}");
-        let batch = TokenBatch::from_sequences(
-            vec![(encoded.ids.clone(), images.clone())],
-            model.processor.pad_id,
-            false,
+        // The vision families take the picture; Llama is text only.
+        assert_eq!(
+            model.processor.images.is_some(),
+            family != "llama",
+            "{name}"
         );
-        let (sum, n) = model
-            .loss_sum(&batch, std::slice::from_ref(&encoded.labels))
-            .unwrap();
-        let loss = adamllm::models::layers::tensor_to_vec(sum)[0] / n as f32;
+        let checked = common::score_and_generate(&model, &image, 4).unwrap();
+        assert!(checked.supervised_tokens > 0, "{name}");
+        let loss = checked.loss;
         assert!(loss.is_finite() && loss > 0.0, "{name}: loss {loss}");
-        conversation.messages.pop();
-        let prompt = model
-            .processor
-            .encode(&conversation, &images, true, LabelMode::AssistantTurns)
-            .unwrap();
-        let out = generate(
-            &model,
-            &[PromptInput {
-                ids: prompt.ids,
-                images,
-            }],
-            &GenerationOptions {
-                max_new_tokens: 4,
-                ignore_eos: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(out[0].token_ids.len(), 4, "{name}");
+        assert_eq!(checked.generated, 4, "{name}");
     }
 }
 
@@ -113,7 +60,7 @@ fn an_unknown_family_names_what_it_found_and_what_is_supported() {
         r#"{"model_type": "mistral", "architectures": ["MistralForCausalLM"]}"#,
     )
     .unwrap();
-    let err = load_err(&dir);
+    let err = common::load_error(&dir);
     for part in [
         "config.json",
         "model_type",
@@ -130,7 +77,7 @@ fn an_unknown_family_names_what_it_found_and_what_is_supported() {
         r#"{"architectures": ["GPT2LMHeadModel"]}"#,
     )
     .unwrap();
-    let err = load_err(&dir);
+    let err = common::load_error(&dir);
     assert!(
         err.contains("architectures") && err.contains("GPT2LMHeadModel"),
         "{err}"
@@ -147,7 +94,7 @@ fn a_llava_image_token_outside_the_tokenizer_is_named() {
     // Inside the (padded) embedding, but no token of tokenizer.json.
     config["image_token_index"] = serde_json::json!(760);
     std::fs::write(&path, config.to_string()).unwrap();
-    let err = load_err(&dir);
+    let err = common::load_error(&dir);
     assert!(
         err.contains("image_token_index") && err.contains("760") && err.contains("tokenizer.json"),
         "{err}"
@@ -160,7 +107,7 @@ fn a_llava_image_token_outside_the_tokenizer_is_named() {
         r#"{"image_token": "<image>"}"#,
     )
     .unwrap();
-    let err = load_err(&dir);
+    let err = common::load_error(&dir);
     assert!(
         err.contains("processor_config.json") && err.contains("<image>"),
         "{err}"
@@ -188,7 +135,7 @@ fn a_llava_folder_without_vision_weights_is_named() {
         .collect();
     drop(reader);
     write_safetensors(&file, &kept, StorageDtype::F32).unwrap();
-    let err = load_err(&dir);
+    let err = common::load_error(&dir);
     assert!(
         err.contains("vision tower") && err.contains("vision_tower.vision_model"),
         "{err}"
@@ -230,7 +177,7 @@ fn a_failing_chat_template_is_named_with_its_line() {
     cfg["chat_template"] =
         serde_json::json!("{% for m in messages %}\n{{ m['content'] }\n{% endfor %}");
     std::fs::write(&path, cfg.to_string()).unwrap();
-    let err = load_err(&dir);
+    let err = common::load_error(&dir);
     assert!(
         err.contains("chat_template") && err.contains("line 2"),
         "{err}"
@@ -289,7 +236,7 @@ fn a_failing_chat_template_is_named_with_its_line() {
 #[test]
 fn images_and_placeholders_must_agree() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = picture(tmp.path());
+    let image = common::write_picture(tmp.path());
     let dir = preset(tmp.path(), "llava-next-tiny");
     let model = Model::load(&dir, &Device::flex(), DType::F32).unwrap();
     let img = model.load_image(&image, &ImageOptions::default()).unwrap();
@@ -404,7 +351,7 @@ fn full_form_configs_load_as_their_diff_form() {
         &tmp.path().join("disagree"),
         &config.to_string(),
     );
-    let e = load_err(&folder);
+    let e = common::load_error(&folder);
     assert!(
         e.contains("config.json") && e.contains("in_chans") && e.contains("in_channels"),
         "{e}"

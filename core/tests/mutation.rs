@@ -23,17 +23,15 @@ use std::sync::Once;
 use std::time::Instant;
 
 use adamllm::burn::tensor::{DType, Device};
-use adamllm::data::conversation::{Conversation, Message, Role, read_conversations};
+use adamllm::data::conversation::{Conversation, read_conversations};
 use adamllm::eval::benchmark::{ReadOptions, read_benchmark};
 use adamllm::eval::custom_task::{CustomTask, EvalTask, score_custom};
 use adamllm::eval::score::score_predictions_file;
 use adamllm::eval::tasks::BenchmarkTask;
-use adamllm::generation::{GenerationOptions, PromptInput, generate};
+use adamllm::models::Model;
 use adamllm::models::chat::{JinjaTemplate, template_messages};
 use adamllm::models::checkpoint::CheckpointReader;
 use adamllm::models::image::{ImageOptions, decode_image_file};
-use adamllm::models::prompt::LabelMode;
-use adamllm::models::{Model, TokenBatch};
 use adamllm::synth::pipeline::PipelineConfig;
 use adamllm::train::llamafactory::read_llamafactory_config;
 use adamllm::train::recipe::TrainRecipe;
@@ -278,73 +276,16 @@ fn model_targets(with_preprocessor: bool, extra: &[(&str, Format)]) -> Vec<(Stri
     targets(&list)
 }
 
-/// Loads the folder, then generates two tokens and computes one loss (with a picture when the
-/// model takes images).
+/// Loads the folder, then computes one loss and generates two tokens (with a picture when
+/// the model takes images).
 fn read_model(dir: &Path, picture: &Path) -> Result<(), String> {
     let model = Model::load(dir, &Device::flex(), DType::F32).map_err(text)?;
-    let images = if model.processor.images.is_some() {
-        vec![
-            model
-                .load_image(picture, &ImageOptions::default())
-                .map_err(text)?,
-        ]
-    } else {
-        Vec::new()
-    };
-    let placeholders = images
-        .iter()
-        .map(|_| PathBuf::from("picture.png"))
-        .collect();
-    let mut conversation = Conversation::user_prompt("What is shown?", placeholders);
-    conversation.messages.push(Message {
-        role: Role::Assistant,
-        content: "A gradient.".into(),
-    });
-    let encoded = model
-        .processor
-        .encode(&conversation, &images, false, LabelMode::AssistantTurns)
-        .map_err(text)?;
-    let batch = TokenBatch::from_sequences(
-        vec![(encoded.ids.clone(), images.clone())],
-        model.processor.pad_id,
-        false,
-    );
-    model
-        .loss_sum(&batch, std::slice::from_ref(&encoded.labels))
-        .map_err(text)?;
-    conversation.messages.pop();
-    let prompt = model
-        .processor
-        .encode(&conversation, &images, true, LabelMode::AssistantTurns)
-        .map_err(text)?;
-    generate(
-        &model,
-        &[PromptInput {
-            ids: prompt.ids,
-            images,
-        }],
-        &GenerationOptions {
-            max_new_tokens: 2,
-            ..Default::default()
-        },
-    )
-    .map_err(text)?;
-    Ok(())
-}
-
-fn picture(dir: &Path) -> PathBuf {
-    let path = dir.join("picture.png");
-    image::RgbImage::from_fn(90, 50, |x, y| {
-        image::Rgb([(x * 2) as u8, (y * 4) as u8, 90])
-    })
-    .save(&path)
-    .unwrap();
-    path
+    common::score_and_generate(&model, picture, 2).map(|_| ())
 }
 
 fn model_reader_test(name: &'static str, folder: &str, with_preprocessor: bool, cases: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let picture = picture(tmp.path());
+    let picture = common::write_picture(tmp.path());
     let read = |dir: &Path| read_model(dir, &picture);
     // Each folder's own extra files: Qwen2-VL's chat template, LLaVA-NeXT's processor config.
     let extra: &[(&str, Format)] = if folder.contains("train_export") {
@@ -875,72 +816,98 @@ fn images_in_every_format() {
 // ---------------------------------------------------------------------------------------------
 // Trainer checkpoints on resume.
 
+/// A LoRA run of the tiny Qwen2-VL preset stopped after the first of its two checkpoints,
+/// under `base/run`; `resume(dir)` resumes the run in `dir` (a copy of it).
+struct StoppedRun {
+    run: PathBuf,
+    first_checkpoint: String,
+    model: PathBuf,
+    data: PathBuf,
+    overrides: Vec<(String, String)>,
+}
+
+impl StoppedRun {
+    fn new(base: &Path) -> Self {
+        use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
+        let model = base.join("model");
+        init_model_dir(&model, Preset::Tiny, 1, false).unwrap();
+        let mut lines = String::new();
+        for (i, rgb) in [[220u8, 30, 30], [30, 200, 40]].iter().enumerate() {
+            image::RgbImage::from_pixel(56, 56, image::Rgb(*rgb))
+                .save(base.join(format!("c{i}.png")))
+                .unwrap();
+            let row = json!({"messages": [{"role": "user", "content": "<image>Color?"},
+                {"role": "assistant", "content": format!("Color {i}.")}], "images": [format!("c{i}.png")]});
+            lines.push_str(&format!("{row}\n"));
+        }
+        let data = base.join("data.jsonl");
+        std::fs::write(&data, lines).unwrap();
+        let overrides = [
+            ("finetuning_type", "lora"),
+            ("lora_rank", "2"),
+            ("learning_rate", "1e-3"),
+            ("per_device_train_batch_size", "1"),
+            ("image_min_pixels", "3136"),
+            ("image_max_pixels", "3136"),
+            ("max_steps", "2"),
+            ("save_steps", "1"),
+            ("logging_steps", "1"),
+            ("seed", "5"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut stopped = Self {
+            run: base.join("run"),
+            first_checkpoint: String::new(),
+            model,
+            data,
+            overrides,
+        };
+        stopped.train(&stopped.run.clone(), false).unwrap();
+        // The second checkpoint and the outputs removed, as if the run had been killed.
+        let checkpoints = stopped.run.join("checkpoints");
+        let mut names: Vec<String> = std::fs::read_dir(&checkpoints)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        std::fs::remove_dir_all(checkpoints.join(&names[1])).unwrap();
+        for out in ["model", "adapter"] {
+            let _ = std::fs::remove_dir_all(stopped.run.join(out));
+        }
+        stopped.first_checkpoint = format!("checkpoints/{}", names[0]);
+        stopped
+    }
+
+    fn train(&self, out: &Path, resume: bool) -> Result<(), String> {
+        use adamllm::train::trainer::{Quiet, TrainRequest, train};
+        let request = TrainRequest {
+            model_dir: self.model.clone(),
+            data: vec![self.data.clone()],
+            layouts: Default::default(),
+            stages: false,
+            val_data: None,
+            images_dir: None,
+            out: out.to_path_buf(),
+            recipe: TrainRecipe::load(None, &self.overrides).unwrap(),
+            device: Device::flex(),
+            resume,
+            skip_bad: false,
+        };
+        train(&request, &mut Quiet).map(|_| ()).map_err(text)
+    }
+}
+
 #[test]
 fn trainer_checkpoints_on_resume() {
-    use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
-    use adamllm::train::trainer::{TrainRequest, train};
     let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path();
-    let model = base.join("model");
-    init_model_dir(&model, Preset::Tiny, 1, false).unwrap();
-    let mut lines = String::new();
-    for (i, rgb) in [[220u8, 30, 30], [30, 200, 40]].iter().enumerate() {
-        image::RgbImage::from_pixel(56, 56, image::Rgb(*rgb))
-            .save(base.join(format!("c{i}.png")))
-            .unwrap();
-        let row = json!({"messages": [{"role": "user", "content": "<image>Color?"},
-            {"role": "assistant", "content": format!("Color {i}.")}], "images": [format!("c{i}.png")]});
-        lines.push_str(&format!("{row}\n"));
-    }
-    let data = base.join("data.jsonl");
-    std::fs::write(&data, lines).unwrap();
-    let overrides: Vec<(String, String)> = [
-        ("finetuning_type", "lora"),
-        ("lora_rank", "2"),
-        ("learning_rate", "1e-3"),
-        ("per_device_train_batch_size", "1"),
-        ("image_min_pixels", "3136"),
-        ("image_max_pixels", "3136"),
-        ("max_steps", "2"),
-        ("save_steps", "1"),
-        ("logging_steps", "1"),
-        ("seed", "5"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let request = |out: &Path, resume: bool| TrainRequest {
-        model_dir: model.clone(),
-        data: vec![data.clone()],
-        layouts: Default::default(),
-        stages: false,
-        val_data: None,
-        images_dir: None,
-        out: out.to_path_buf(),
-        recipe: TrainRecipe::load(None, &overrides).unwrap(),
-        device: Device::flex(),
-        resume,
-        skip_bad: false,
-    };
-    // A run stopped after its first checkpoint: the second one and the outputs removed.
-    let run = base.join("run");
-    train(&request(&run, false), &mut adamllm::train::trainer::Quiet).unwrap();
-    let checkpoints = run.join("checkpoints");
-    let mut names: Vec<String> = std::fs::read_dir(&checkpoints)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names.len(), 2, "{names:?}");
-    std::fs::remove_dir_all(checkpoints.join(&names[1])).unwrap();
-    for out in ["model", "adapter"] {
-        let _ = std::fs::remove_dir_all(run.join(out));
-    }
-    let first = format!("checkpoints/{}", names[0]);
+    let stopped = StoppedRun::new(tmp.path());
     let mut list = Vec::new();
-    for entry in walk(&run.join(&first)) {
+    for entry in walk(&stopped.run.join(&stopped.first_checkpoint)) {
         let rel = entry
-            .strip_prefix(&run)
+            .strip_prefix(&stopped.run)
             .unwrap()
             .to_string_lossy()
             .into_owned();
@@ -953,14 +920,10 @@ fn trainer_checkpoints_on_resume() {
     }
     list.push(("run.json".to_string(), Format::Json));
     list.push(("metrics.jsonl".to_string(), Format::Jsonl));
-    let read = |dir: &Path| -> Result<(), String> {
-        train(&request(dir, true), &mut adamllm::train::trainer::Quiet)
-            .map(|_| ())
-            .map_err(text)
-    };
+    let read = |dir: &Path| stopped.train(dir, true);
     run_reader(&Reader {
         name: "trainer checkpoints on resume",
-        pristine: run,
+        pristine: stopped.run.clone(),
         targets: list,
         cases: 40,
         read: &read,
@@ -994,13 +957,6 @@ fn edited_qwen2_vl(dir: &Path, edit: impl Fn(&mut Value)) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn load_error(dir: &Path) -> String {
-    match Model::load(dir, &Device::flex(), DType::F32) {
-        Ok(_) => panic!("{} loaded", dir.display()),
-        Err(e) => e.to_string(),
-    }
-}
-
 #[test]
 fn regression_huge_spatial_merge_size_is_a_named_limit() {
     // Reported: `attempt to multiply with overflow` at qwen2_vl/config.rs:189.
@@ -1008,7 +964,7 @@ fn regression_huge_spatial_merge_size_is_a_named_limit() {
     let dir = edited_qwen2_vl(tmp.path(), |c| {
         c["vision_config"]["spatial_merge_size"] = json!(1_000_000_000_000_u64)
     });
-    let error = load_error(&dir);
+    let error = common::load_error(&dir);
     assert!(
         error.contains("config.json")
             && error.contains("vision_config.spatial_merge_size")
@@ -1034,7 +990,7 @@ fn regression_config_sizes_past_their_bounds_are_named() {
     .enumerate()
     {
         let dir = edited_qwen2_vl(&tmp.path().join(i.to_string()), |c| c[key] = value.clone());
-        let error = load_error(&dir);
+        let error = common::load_error(&dir);
         assert!(
             error.contains(expected) && error.contains("exceeds the limit"),
             "{error}"
@@ -1062,7 +1018,7 @@ fn regression_safetensors_offsets_past_the_file_name_the_tensor() {
     out.extend(&text);
     out.extend(&bytes[8 + len..]);
     std::fs::write(&path, out).unwrap();
-    let error = load_error(&dir);
+    let error = common::load_error(&dir);
     assert!(
         error.contains(&format!("tensor `{name}`")) && error.contains("data_offsets"),
         "{error}"
@@ -1091,4 +1047,64 @@ fn regression_damaged_arrow_buffers_are_a_named_error() {
             "{name}: {error}"
         );
     }
+}
+
+#[test]
+fn regression_damaged_parquet_metadata_is_a_named_error() {
+    // parquet 60 panicked on this PMC-VQA file ("column start and length should not be
+    // negative", 11 bits flipped in its footer).
+    let path = fixture("mutation/parquet-negative-column-offset.parquet");
+    install_hook();
+    let error = benchmark_read(BenchmarkTask::PmcVqa)(&path).unwrap_err();
+    assert!(
+        error.contains("parquet-negative-column-offset.parquet") && error.contains("damaged"),
+        "{error}"
+    );
+}
+
+#[test]
+fn regression_zero_vision_image_size_is_named() {
+    // `vision_config.image_size: 0` divided by zero in LLaVA-NeXT's config check.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_tree(&fixture("family_export/llava_next/model"), &dir);
+    std::fs::copy(
+        fixture("mutation/llava-next-zero-image-size-config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    let error = common::load_error(&dir);
+    assert!(
+        error.contains("config.json") && error.contains("vision_config.image_size"),
+        "{error}"
+    );
+}
+
+#[test]
+fn regression_resumed_counters_cannot_overflow() {
+    // A trainer_state.json with `tokens_seen: 2^64 - 1` overflowed when the next step added
+    // its tokens; an optimizer step past the trainer's would overflow AdamW's count.
+    let tmp = tempfile::tempdir().unwrap();
+    let stopped = StoppedRun::new(tmp.path());
+    let state_path = stopped
+        .run
+        .join(&stopped.first_checkpoint)
+        .join("trainer_state.json");
+    std::fs::copy(
+        fixture("mutation/trainer-state-huge-optimizer-step.json"),
+        &state_path,
+    )
+    .unwrap();
+    let copy = tmp.path().join("resumed");
+    copy_tree(&stopped.run, &copy);
+    stopped.train(&copy, true).unwrap();
+    let mut state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["extra"] = json!({"optimizer_step": u64::MAX});
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let error = stopped.train(&stopped.run, true).unwrap_err();
+    assert!(
+        error.contains("trainer_state.json") && error.contains("extra.optimizer_step"),
+        "{error}"
+    );
 }

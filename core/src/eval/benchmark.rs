@@ -412,7 +412,25 @@ fn read_parquet(path: &Path, options: &ReadOptions) -> Result<Vec<BenchmarkRow>,
 }
 
 /// Reads parquet from a file or from bytes in memory (`path` is for messages and images).
+/// parquet 60 panics on some damaged metadata (a negative column offset) instead of
+/// returning an error: such a file is reported as damaged, by name.
 fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &Path,
+    source: R,
+    options: &ReadOptions,
+) -> Result<Vec<BenchmarkRow>, BenchmarkError> {
+    crate::limits::catch_parser_panic(|| read_parquet_unguarded(path, source, options))
+        .unwrap_or_else(|reason| {
+            Err(BenchmarkError::Parquet {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the parquet data is damaged: the parquet reader failed ({reason})"
+                ),
+            })
+        })
+}
+
+fn read_parquet_unguarded<R: parquet::file::reader::ChunkReader + 'static>(
     path: &Path,
     source: R,
     options: &ReadOptions,

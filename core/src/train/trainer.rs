@@ -719,25 +719,21 @@ pub fn train(
     let mut optimizer = AdamW::new(adam);
     let groups = ParamGroups::of(&model, recipe);
     if let Some(ckpt) = &state.checkpoint {
-        model.network = load_trainable(model.network, &ckpt.path.join(TRAINABLE_FILE))?;
-        let optimizer_step = ckpt
-            .state
-            .extra
-            .get("optimizer_step")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(ckpt.state.step as u64);
-        let opt_file = ckpt.path.join(OPTIMIZER_FILE);
-        if opt_file.is_file() {
-            optimizer = AdamW::load(adam, optimizer_step, &opt_file, &request.device)?;
-        }
-        trainer_state = ckpt.state.clone();
-        trainer_state.total_steps = total_steps;
-        check_resume_position(&trainer_state, &stage_steps, &stage_micro).map_err(|m| {
+        let state_error = |m| {
             FileError::new(
                 &ckpt.path.join(crate::train::run_dir::TRAINER_STATE_JSON),
                 m,
             )
-        })?;
+        };
+        trainer_state = ckpt.state.clone();
+        trainer_state.total_steps = total_steps;
+        check_resume_position(&trainer_state, &stage_steps, &stage_micro).map_err(state_error)?;
+        let optimizer_step = resumed_optimizer_step(&trainer_state).map_err(state_error)?;
+        model.network = load_trainable(model.network, &ckpt.path.join(TRAINABLE_FILE))?;
+        let opt_file = ckpt.path.join(OPTIMIZER_FILE);
+        if opt_file.is_file() {
+            optimizer = AdamW::load(adam, optimizer_step, &opt_file, &request.device)?;
+        }
     }
     let trainable_count = trainable_numel(&model.network);
     let plan = TrainPlan {
@@ -834,7 +830,8 @@ pub fn train(
 
         trainer_state.step += 1;
         trainer_state.data.next_micro_batch = last;
-        trainer_state.tokens_seen += step_tokens as u64;
+        // A count read back from a checkpoint: it saturates rather than overflows.
+        trainer_state.tokens_seen = trainer_state.tokens_seen.saturating_add(step_tokens as u64);
         trainer_state.epoch = pos.epoch as f64 + last as f64 / mb_per_epoch as f64;
         trainer_state.loss_history.push(LossRecord {
             step: trainer_state.step,
@@ -969,4 +966,20 @@ fn check_resume_position(
         ));
     }
     Ok(())
+}
+
+/// The optimizer's step count a checkpoint records (`extra.optimizer_step`, else the trainer's
+/// step). Every trainer step is one optimizer step, so it cannot be past the trainer's.
+fn resumed_optimizer_step(state: &crate::train::run_dir::TrainerState) -> Result<u64, String> {
+    let trainer_step = state.step as u64;
+    match state.extra.get("optimizer_step") {
+        None => Ok(trainer_step),
+        Some(value) => match value.as_u64() {
+            Some(step) if step <= trainer_step => Ok(step),
+            _ => Err(format!(
+                "extra.optimizer_step {value} is not a step count of at most the checkpoint's \
+                 step {trainer_step}"
+            )),
+        },
+    }
 }

@@ -159,3 +159,96 @@ pub fn write_square_seed(
         images: images.to_path_buf(),
     }
 }
+
+/// Writes a 90 × 50 gradient as `picture.png` in `dir`.
+pub fn write_picture(dir: &Path) -> PathBuf {
+    let path = dir.join("picture.png");
+    image::RgbImage::from_fn(90, 50, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 4) as u8, 90])
+    })
+    .save(&path)
+    .unwrap();
+    path
+}
+
+/// The error `Model::load` gives for `dir` on the CPU; panics when the folder loads.
+pub fn load_error(dir: &Path) -> String {
+    use adamllm::burn::tensor::{DType, Device};
+    match adamllm::models::Model::load(dir, &Device::flex(), DType::F32) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// What [`score_and_generate`] measured.
+pub struct ScoredAndGenerated {
+    /// Mean loss over the supervised tokens.
+    pub loss: f32,
+    /// Tokens the loss was taken over.
+    pub supervised_tokens: usize,
+    /// Tokens generated.
+    pub generated: usize,
+}
+
+/// Through the one interface every stage uses: scores "What is shown?" → "A gradient." (with
+/// `picture` when the model takes images), then generates up to `max_new_tokens` tokens for
+/// the question, ignoring end-of-text. Errors come back as their text.
+pub fn score_and_generate(
+    model: &adamllm::models::Model,
+    picture: &Path,
+    max_new_tokens: usize,
+) -> Result<ScoredAndGenerated, String> {
+    use adamllm::data::conversation::{Conversation, Message, Role};
+    use adamllm::generation::{GenerationOptions, PromptInput, generate};
+    use adamllm::models::TokenBatch;
+    use adamllm::models::image::ImageOptions;
+    use adamllm::models::prompt::LabelMode;
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    let images = match model.processor.images {
+        Some(_) => vec![
+            model
+                .load_image(picture, &ImageOptions::default())
+                .map_err(|e| text(&e))?,
+        ],
+        None => Vec::new(),
+    };
+    let placeholders = images.iter().map(|_| "picture.png".into()).collect();
+    let mut conversation = Conversation::user_prompt("What is shown?", placeholders);
+    conversation.messages.push(Message {
+        role: Role::Assistant,
+        content: "A gradient.".into(),
+    });
+    let encoded = model
+        .processor
+        .encode(&conversation, &images, false, LabelMode::AssistantTurns)
+        .map_err(|e| text(&e))?;
+    let batch = TokenBatch::from_sequences(
+        vec![(encoded.ids.clone(), images.clone())],
+        model.processor.pad_id,
+        false,
+    );
+    let (sum, n) = model
+        .loss_sum(&batch, std::slice::from_ref(&encoded.labels))
+        .map_err(|e| text(&e))?;
+    let loss = adamllm::models::layers::tensor_to_vec(sum)[0] / n as f32;
+    conversation.messages.pop();
+    let prompt = model
+        .processor
+        .encode(&conversation, &images, true, LabelMode::AssistantTurns)
+        .map_err(|e| text(&e))?;
+    let options = GenerationOptions {
+        max_new_tokens,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let input = PromptInput {
+        ids: prompt.ids,
+        images,
+    };
+    let out = generate(model, &[input], &options).map_err(|e| text(&e))?;
+    Ok(ScoredAndGenerated {
+        loss,
+        supervised_tokens: encoded.supervised_tokens(),
+        generated: out[0].token_ids.len(),
+    })
+}

@@ -188,23 +188,17 @@ impl LlamaConfig {
     /// and a message.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, m: String| Err((k.to_string(), m));
-        {
-            use crate::limits::*;
-            all_at_most(&[
-                ("vocab_size", self.vocab_size, MAX_VOCAB),
-                ("hidden_size", self.hidden_size, MAX_WIDTH),
-                ("intermediate_size", self.intermediate_size, MAX_WIDTH),
-                ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
-                ("num_attention_heads", self.num_attention_heads, MAX_HEADS),
-                ("num_key_value_heads", self.num_key_value_heads(), MAX_HEADS),
-                ("head_dim", self.head_dim(), MAX_WIDTH),
-                (
-                    "max_position_embeddings",
-                    self.max_position_embeddings,
-                    MAX_POSITIONS,
-                ),
-            ])?;
+        crate::limits::DecoderSizes {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads(),
+            head_dim: self.head_dim(),
+            max_position_embeddings: self.max_position_embeddings,
         }
+        .check()?;
         if self.num_attention_heads == 0 || self.hidden_size == 0 {
             return bad(
                 "num_attention_heads",

@@ -259,6 +259,12 @@ impl LlavaNextConfig {
                 ),
             ));
         }
+        if v.image_size == 0 {
+            return Err((
+                "vision_config.image_size".into(),
+                "must be positive (the tower's crop size)".into(),
+            ));
+        }
         if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err((
                 "vision_config.patch_size".into(),

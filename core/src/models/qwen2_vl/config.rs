@@ -313,19 +313,18 @@ impl Qwen2VlConfig {
     /// arithmetic on them.
     fn check_bounds(&self) -> Result<(), (String, String)> {
         use crate::limits::*;
-        all_at_most(&[
-            ("vocab_size", self.vocab_size, MAX_VOCAB),
-            ("hidden_size", self.hidden_size, MAX_WIDTH),
-            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
-            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
-            ("num_attention_heads", self.num_attention_heads, MAX_HEADS),
-            ("num_key_value_heads", self.num_key_value_heads(), MAX_HEADS),
-            (
-                "max_position_embeddings",
-                self.max_position_embeddings,
-                MAX_POSITIONS,
-            ),
-        ])?;
+        DecoderSizes {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads(),
+            // head_dim() divides by the head count, which is checked for zero further on.
+            head_dim: self.hidden_size / self.num_attention_heads.max(1),
+            max_position_embeddings: self.max_position_embeddings,
+        }
+        .check()?;
         if let Some(r) = &self.rope_scaling {
             at_most(
                 "rope_scaling.mrope_section (length)",
