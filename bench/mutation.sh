@@ -18,8 +18,10 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "mutation" and m.get("executable"):
         print(m["executable"])')
 started=$(date +%s)
+# A crash fails its reader's test; the table is printed either way and the exit status kept.
+status=0
 (cd core && ADAMLLM_MUTATION_SCALE="$scale" ADAMLLM_MUTATION_REPORT="$report" \
-  "$binary" --test-threads 2 --skip regression_)
+  "$binary" --test-threads 2 --skip regression_) || status=$?
 echo "wall seconds: $(( $(date +%s) - started ))"
 python3 - "$report" <<'PY'
 import json, sys
@@ -31,3 +33,4 @@ for r in sorted(rows, key=lambda r: r["reader"]):
 total = {k: sum(r[k] for r in rows) for k in ("cases", "ok", "errors", "errors_naming_file", "crashes")}
 print(f"| **all {len(rows)} readers** | {total['cases']} | {total['ok']} | {total['errors']} | {total['errors_naming_file']} | {total['crashes']} | {sum(r['seconds'] for r in rows):.0f} |")
 PY
+exit "$status"

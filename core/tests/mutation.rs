@@ -1108,3 +1108,23 @@ fn regression_resumed_counters_cannot_overflow() {
         "{error}"
     );
 }
+
+#[test]
+fn regression_tokenizer_that_panics_on_first_encode_is_named_at_load() {
+    // tokenizers 0.23 loaded this file, then panicked on the first encode ("no entry found
+    // for key": the post-processor names a special token it does not define).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_tree(&fixture("family_export/llava_next/model"), &dir);
+    std::fs::copy(
+        fixture("mutation/tokenizer-undefined-special-token.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    install_hook();
+    let error = common::load_error(&dir);
+    assert!(
+        error.contains("tokenizer.json") && error.contains("fails on a test text"),
+        "{error}"
+    );
+}

@@ -370,9 +370,29 @@ pub fn tokenizer_from_files(files: &ModelFiles, name: &str) -> Result<Tokenizer,
         ));
     }
     let bytes = files.read(name)?;
-    crate::limits::catch_parser_panic(|| Tokenizer::from_bytes(bytes))
+    let tokenizer = crate::limits::catch_parser_panic(|| Tokenizer::from_bytes(bytes))
         .map_err(|panic| FileError::new(&path, format!("invalid tokenizer: {panic}")))?
-        .map_err(|e| FileError::new(&path, format!("invalid tokenizer: {e}")))
+        .map_err(|e| FileError::new(&path, format!("invalid tokenizer: {e}")))?;
+    probe_tokenizer(&tokenizer)
+        .map_err(|e| FileError::new(&path, format!("invalid tokenizer: {e}")))?;
+    Ok(tokenizer)
+}
+
+/// Encodes and decodes one short text with special tokens. tokenizers 0.23 checks some parts
+/// of a file only when they run (a post-processor naming a special token the file does not
+/// define panics on the first encode), so a damaged file is found here, by name, instead of
+/// in the middle of a run.
+fn probe_tokenizer(tokenizer: &Tokenizer) -> Result<(), String> {
+    crate::limits::catch_parser_panic(|| {
+        let encoding = tokenizer
+            .encode("Describe it: 1, 2.", true)
+            .map_err(|e| format!("it cannot encode a test text: {e}"))?;
+        tokenizer
+            .decode(encoding.get_ids(), false)
+            .map_err(|e| format!("it cannot decode a test text: {e}"))?;
+        Ok(())
+    })
+    .map_err(|panic| format!("it fails on a test text: {panic}"))?
 }
 
 /// A special token as `tokenizer_config.json` writes it: a string or an `AddedToken` object.
