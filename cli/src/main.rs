@@ -6,6 +6,7 @@ mod bench_kernels;
 mod bench_synth;
 mod bench_train;
 mod demo_cmd;
+mod merge_cmd;
 mod progress;
 mod synth_cmd;
 mod train_cmd;
@@ -26,7 +27,7 @@ use adamllm::eval::custom_task::EvalTask;
 use adamllm::eval::hf_layout;
 #[cfg(feature = "benchmark-files")]
 use adamllm::eval::runner::{
-    EvalError, EvalOptions, Suite, render_results_table, run_eval, run_suite,
+    EvalError, EvalOptions, Suite, render_results_table, run_eval, run_eval_shard, run_suite,
 };
 use adamllm::eval::score_predictions_file;
 use adamllm::generation::{GenerationOptions, PromptInput, generate};
@@ -252,8 +253,19 @@ enum Command {
         /// Largest image area in pixels (default: the paper's 1280·28·28).
         #[arg(long)]
         max_pixels: Option<usize>,
+        /// Answer only shard K/N (the rows whose index is K mod N) into
+        /// `<out>/shards/K-of-N/`; `adamllm merge <out>` scores the whole set.
+        #[arg(long, value_parser = synth_cmd::parse_shard)]
+        shard: Option<adamllm::shard::Shard>,
         #[command(flatten)]
         device: DeviceArgs,
+    },
+    /// Merge the shards of a `synthesize`, `filter` or `eval` job run with `--shard K/N`
+    /// into the files one unsharded run writes (no model needed). Refuses a set with a
+    /// missing, unfinished, repeated or foreign shard.
+    Merge {
+        /// The `--out` the shards were given.
+        out: PathBuf,
     },
     /// Post-train a model (full, freeze or LoRA; single- or multi-stage) into a run folder.
     Train(train_cmd::TrainArgs),
@@ -370,6 +382,7 @@ fn task_in_repo_folder(data: &std::path::Path, task: BenchmarkTask) -> PathBuf {
 }
 
 #[cfg(feature = "benchmark-files")]
+#[allow(clippy::too_many_arguments)]
 fn eval_command(
     model_dir: &std::path::Path,
     task_arg: &str,
@@ -377,10 +390,14 @@ fn eval_command(
     images: Option<PathBuf>,
     out: &std::path::Path,
     opts: EvalOptions,
+    shard: Option<adamllm::shard::Shard>,
     device: &DeviceArgs,
 ) -> Result<()> {
     // Check the task and the data before loading the model.
     if let Some(suite) = Suite::from_arg(task_arg) {
+        if shard.is_some() {
+            bail!("--shard takes one task, not the suite {task_arg}: shard each task's run");
+        }
         let files = locate_suite_tasks(data, suite)?;
         let (model, _) = load_model(model_dir, device)?;
         let bar = progress::bar(0, "eval");
@@ -423,6 +440,29 @@ fn eval_command(
     let rows = read_benchmark(&data, &read)?;
     let (model, _) = load_model(model_dir, device)?;
     let bar = progress::bar(rows.len() as u64, "eval");
+    if let Some(shard) = shard {
+        let part = adamllm::eval::runner::EvalShard {
+            shard,
+            task_arg: task_arg.to_owned(),
+            data: data.clone(),
+        };
+        let (answered, generated) = run_eval_shard(
+            &model,
+            &task,
+            &rows,
+            out,
+            &opts,
+            &part,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish_and_clear();
+        eprintln!("{answered} rows answered ({generated} by this run)");
+        synth_cmd::say_shard_done(shard, out);
+        return Ok(());
+    }
     let summary = run_eval(&model, &task, &rows, out, &opts, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -629,6 +669,7 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             max_new_tokens,
             min_pixels,
             max_pixels,
+            shard,
             device,
         } => eval_command(
             &model,
@@ -642,8 +683,10 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
                 max_new_tokens,
                 pixels: EvalOptions::pixel_bounds(min_pixels, max_pixels),
             },
+            shard,
             &device,
         )?,
+        Command::Merge { out } => merge_cmd::run(&out)?,
         Command::Train(args) => train_cmd::run(args, recipe_overrides)?,
         Command::Synth {
             what: synth_cmd::SynthCommand::Seed(args),

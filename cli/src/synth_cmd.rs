@@ -3,14 +3,18 @@
 
 use std::path::PathBuf;
 
+use adamllm::shard::Shard;
 use adamllm::synth::assemble::{AssemblyMode, run_assemble};
-use adamllm::synth::judge::{FilterOptions, JudgeLabel, JudgePromptFormat, run_filter};
+use adamllm::synth::judge::{
+    FilterOptions, JudgeLabel, JudgePromptFormat, run_filter, run_filter_shard,
+};
 use adamllm::synth::pairs::read_caption_pairs;
 use adamllm::synth::pipeline::{PipelineConfig, PipelineObserver, Stage, run_pipeline};
 use adamllm::synth::rules::run_rules;
 use adamllm::synth::seed::{SeedInputs, SeedOptions, build_seed_set};
 use adamllm::synth::synthesize::{
     GenerationProgress, SYNTHESIS_MAX_NEW_TOKENS, SynthesizeOptions, run_synthesis,
+    run_synthesis_shard,
 };
 use adamllm::train::trainer::TrainObserver;
 use anyhow::{Context, Result, bail};
@@ -93,6 +97,10 @@ pub struct SynthesizeArgs {
     /// Largest image area in pixels (default: the model's preprocessor_config.json).
     #[arg(long)]
     pub max_pixels: Option<usize>,
+    /// Synthesize only shard K/N (the rows whose index is K mod N) into
+    /// `<out>/shards/K-of-N/`; `adamllm merge <out>` writes the output once all N finished.
+    #[arg(long, value_parser = parse_shard, conflicts_with = "rules")]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -124,6 +132,10 @@ pub struct FilterArgs {
     /// question / detailed answer / short answer layout, like `adamllm demo`'s).
     #[arg(long)]
     pub no_instructions: bool,
+    /// Judge only shard K/N (the rows whose position is K mod N) into `<out>.shards/K-of-N/`;
+    /// `adamllm merge <out>` writes the output once all N finished.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -151,6 +163,11 @@ pub struct AssembleArgs {
     /// Seed of the template draws and caption placement (0 = the paper's Random(syn_id)).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// Parses `--shard K/N`.
+pub fn parse_shard(text: &str) -> Result<Shard, String> {
+    Shard::parse(text)
 }
 
 fn parse_mode(text: &str) -> Result<AssemblyMode, String> {
@@ -238,16 +255,32 @@ pub fn synthesize(args: SynthesizeArgs) -> Result<()> {
         max_pixels: args.max_pixels,
     };
     let bar = generation_bar("synthesize", "images");
-    let summary = run_synthesis(
-        &model,
-        &pairs,
-        &args.data,
-        &images,
-        &args.out,
-        &options,
-        &mut |p| show(&bar, p, "images"),
-    )?;
+    let mut progress = |p| show(&bar, p, "images");
+    let summary = match args.shard {
+        Some(shard) => run_synthesis_shard(
+            &model,
+            &pairs,
+            &args.data,
+            &images,
+            &args.out,
+            &options,
+            shard,
+            &mut progress,
+        )?,
+        None => run_synthesis(
+            &model,
+            &pairs,
+            &args.data,
+            &images,
+            &args.out,
+            &options,
+            &mut progress,
+        )?,
+    };
     bar.finish_and_clear();
+    if let Some(shard) = args.shard {
+        say_shard_done(shard, &args.out);
+    }
     eprintln!(
         "{} rows ({} with a triplet), {} skipped; this run generated {} images at {:.2} images/s, {:.0} tokens/s; written to {}",
         summary.rows,
@@ -260,6 +293,15 @@ pub fn synthesize(args: SynthesizeArgs) -> Result<()> {
     );
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
+}
+
+/// Tells where a finished shard's part went and how to merge the set.
+pub fn say_shard_done(shard: Shard, out: &std::path::Path) {
+    eprintln!(
+        "shard {shard} finished; once all {} have, `adamllm merge {}` writes the output",
+        shard.count,
+        out.display()
+    );
 }
 
 /// Runs `adamllm filter`.
@@ -276,10 +318,22 @@ pub fn filter(args: FilterArgs) -> Result<()> {
         instructions: !args.no_instructions,
     };
     let bar = generation_bar("filter", "rows");
-    let summary = run_filter(&judge, &args.input, &args.out, &options, &mut |p| {
-        show(&bar, p, "rows")
-    })?;
+    let mut progress = |p| show(&bar, p, "rows");
+    let summary = match args.shard {
+        Some(shard) => run_filter_shard(
+            &judge,
+            &args.input,
+            &args.out,
+            &options,
+            shard,
+            &mut progress,
+        )?,
+        None => run_filter(&judge, &args.input, &args.out, &options, &mut progress)?,
+    };
     bar.finish_and_clear();
+    if let Some(shard) = args.shard {
+        say_shard_done(shard, &args.out);
+    }
     eprintln!("{:>10}  {:>6}", "label", "rows");
     for label in JudgeLabel::ALL {
         eprintln!(

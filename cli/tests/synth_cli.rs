@@ -397,3 +397,226 @@ fn a_plain_qwen2_text_model_can_judge() {
     let label = row["consistency"].as_str().unwrap();
     assert!(["yes", "no", "open", "unparsed"].contains(&label), "{row}");
 }
+
+/// Runs `args` once unsharded into `whole` and once as three shards into `sharded`, then
+/// merges; the merged `files` (relative to the output) must equal the unsharded ones byte
+/// for byte, and the shard folders under `shards` must be gone.
+fn check_three_shards(
+    args: &dyn Fn(&Path) -> Vec<String>,
+    whole: &Path,
+    sharded: &Path,
+    shards: &Path,
+    files: &[&str],
+) {
+    ok(&bin().args(args(whole)).output().unwrap());
+    for k in 0..3 {
+        let mut shard_args = args(sharded);
+        shard_args.extend(["--shard".to_string(), format!("{k}/3")]);
+        let o = bin().args(shard_args).output().unwrap();
+        ok(&o);
+        assert!(stderr(&o).contains("adamllm merge"), "{}", stderr(&o));
+        assert!(shards.join(format!("{k}-of-3/shard.json")).is_file());
+    }
+    ok(&run(&["merge", s(sharded)]));
+    for file in files {
+        let read = |out: &Path| {
+            let path = if out.is_dir() {
+                out.join(file)
+            } else {
+                out.with_file_name(file)
+            };
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        assert_eq!(read(whole), read(sharded), "{file} differs after the merge");
+    }
+    assert!(!shards.exists(), "{} left behind", shards.display());
+}
+
+#[test]
+fn three_shards_merge_into_the_bytes_of_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path(), 10);
+    // A row without an image, for `skipped.jsonl`.
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text.push_str("{\"images\": [\"gone.png\"], \"messages\": [{\"role\": \"user\", \"content\": \"<image>x\"}, {\"role\": \"assistant\", \"content\": \"A pale cell.\"}]}\n");
+    std::fs::write(&data, text).unwrap();
+    let (m, d) = (s(&model).to_string(), s(&data).to_string());
+    let synth_args = |out: &Path| -> Vec<String> {
+        let args = [
+            "synthesize",
+            "--synthesizer",
+            &m,
+            "--data",
+            &d,
+            "--out",
+            s(out),
+        ];
+        let mut args: Vec<String> = args.map(String::from).to_vec();
+        args.extend(
+            [
+                "--batch-size",
+                "3",
+                "--max-new-tokens",
+                "12",
+                "--device",
+                "cpu",
+            ]
+            .map(String::from),
+        );
+        args
+    };
+    let sharded = tmp.path().join("syn-sharded");
+    check_three_shards(
+        &synth_args,
+        &tmp.path().join("syn-whole"),
+        &sharded,
+        &sharded.join("shards"),
+        &["syn_task_triplets.jsonl", "skipped.jsonl"],
+    );
+
+    // Filter: rows with and without a triplet, judged by the same tiny model.
+    let pred = "Answer with a precise response.\nIs it round?<|im_end|>\n<|im_start|>assistant\nYes<|im_end|>\n<|im_start|>user\nAnswer with an informative response.\nIs it round?<|im_end|>\n<|im_start|>assistant\nThe edge is a smooth circle, so yes.<|im_end|>\n";
+    let triplets = tmp.path().join("triplets.jsonl");
+    let rows: String = (0..8)
+        .map(|i| {
+            let row = if i % 3 == 1 {
+                json!({"syn_id": i * 2, "pred": "no triplet here"})
+            } else {
+                json!({"syn_id": i * 2, "pred": pred.replace("round", &format!("round {i}"))})
+            };
+            format!("{row}\n")
+        })
+        .collect();
+    std::fs::write(&triplets, rows).unwrap();
+    let t = s(&triplets).to_string();
+    let filter_args = |out: &Path| -> Vec<String> {
+        let args = [
+            "filter",
+            "--judge",
+            &m,
+            "--in",
+            &t,
+            "--out",
+            s(out),
+            "--shots",
+            "1",
+        ];
+        let mut args: Vec<String> = args.map(String::from).to_vec();
+        args.extend(["--batch-size", "2", "--device", "cpu"].map(String::from));
+        args
+    };
+    let filtered = tmp.path().join("filter-sharded.jsonl");
+    check_three_shards(
+        &filter_args,
+        &tmp.path().join("filter-whole.jsonl"),
+        &filtered,
+        &tmp.path().join("filter-sharded.jsonl.shards"),
+        &[],
+    );
+    assert_eq!(
+        std::fs::read(&filtered).unwrap(),
+        std::fs::read(tmp.path().join("filter-whole.jsonl")).unwrap()
+    );
+
+    // Eval: predictions and the score.
+    let image = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/qwen2vl/cfg_a/one_image_0.png");
+    let bench = tmp.path().join("SLAKE.jsonl");
+    let rows: String = (0..7)
+        .map(|i| {
+            let (label, kind) = if i % 2 == 0 {
+                ("yes", "CLOSED")
+            } else {
+                ("left lung", "OPEN")
+            };
+            let row = json!({"input": format!("Question {i}?"), "label": label,
+                "answer_type": kind, "image": image});
+            format!("{row}\n")
+        })
+        .collect();
+    std::fs::write(&bench, rows).unwrap();
+    let b = s(&bench).to_string();
+    let eval_args = |out: &Path| -> Vec<String> {
+        let args = [
+            "eval",
+            "--model",
+            &m,
+            "--task",
+            "SLAKE",
+            "--data",
+            &b,
+            "--out",
+            s(out),
+        ];
+        let mut args: Vec<String> = args.map(String::from).to_vec();
+        args.extend(
+            [
+                "--max-new-tokens",
+                "3",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+            ]
+            .map(String::from),
+        );
+        args
+    };
+    let sharded = tmp.path().join("eval-sharded");
+    check_three_shards(
+        &eval_args,
+        &tmp.path().join("eval-whole"),
+        &sharded,
+        &sharded.join("shards"),
+        &["predictions.jsonl", "results.json"],
+    );
+
+    // An unsharded rerun takes over whatever shards have finished: nothing is generated again.
+    let rerun = tmp.path().join("eval-rerun");
+    let mut first = eval_args(&rerun);
+    first.extend(["--shard".into(), "1/2".into()]);
+    ok(&bin().args(first).output().unwrap());
+    let o = bin().args(eval_args(&rerun)).output().unwrap();
+    ok(&o);
+    assert_eq!(
+        std::fs::read(rerun.join("predictions.jsonl")).unwrap(),
+        std::fs::read(tmp.path().join("eval-whole/predictions.jsonl")).unwrap()
+    );
+    assert!(!rerun.join("shards").exists());
+
+    // Bad sets: a missing shard, a repeated one, a foreign one; a shard out of range.
+    let bad = tmp.path().join("bad");
+    let shard_run = |k: &str, extra: &[&str]| {
+        let mut args = eval_args(&bad);
+        args.extend(["--shard".to_string(), k.to_string()]);
+        args.extend(extra.iter().map(|e| e.to_string()));
+        bin().args(args).output().unwrap()
+    };
+    ok(&shard_run("0/3", &[]));
+    ok(&shard_run("2/3", &[]));
+    let o = run(&["merge", s(&bad)]);
+    expect_failure(&o, &["shard 1/3 missing"]);
+    assert!(!bad.join("predictions.jsonl").exists());
+    let copy = bad.join("shards/0-of-3-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["shard.json", "eval_run.json", "predictions.partial.jsonl"] {
+        std::fs::copy(bad.join("shards/0-of-3").join(file), copy.join(file)).unwrap();
+    }
+    expect_failure(&run(&["merge", s(&bad)]), &["twice", "0-of-3"]);
+    std::fs::remove_dir_all(&copy).unwrap();
+    // Shard 1 with another token budget belongs to another run.
+    let other = tmp.path().join("other");
+    let mut args = eval_args(&other);
+    let at = args.iter().position(|a| a == "--max-new-tokens").unwrap();
+    args[at + 1] = "2".into();
+    args.extend(["--shard", "1/3"].map(String::from));
+    ok(&bin().args(args).output().unwrap());
+    std::fs::rename(other.join("shards/1-of-3"), bad.join("shards/1-of-3")).unwrap();
+    expect_failure(&run(&["merge", s(&bad)]), &["1-of-3", "another run"]);
+    assert!(!bad.join("predictions.jsonl").exists());
+    expect_failure(&shard_run("3/3", &[]), &["--shard", "out of range"]);
+    expect_failure(
+        &run(&["merge", s(&tmp.path().join("nothing"))]),
+        &["no shards to merge"],
+    );
+}

@@ -61,6 +61,46 @@ impl ChunkCache {
         Ok(cache)
     }
 
+    /// A cache folder written earlier, for reading only (merging finished shards).
+    pub fn existing(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The run record saved in the cache folder `dir`, if it has a readable one.
+    pub fn recorded_run(dir: &Path) -> Option<Value> {
+        let bytes = std::fs::read(dir.join(RUN_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every finished id in the shard folders under `root` (see [`crate::shard`]), finished
+    /// or not: an unsharded run of the same job takes them as done. A shard folder of another
+    /// run is an error naming it.
+    pub fn load_shards(
+        root: &Path,
+        run: &Value,
+    ) -> Result<BTreeMap<usize, CachedEntry>, SynthError> {
+        let mut done = BTreeMap::new();
+        for (folder, _) in crate::shard::shard_folders(root)? {
+            let recorded = Self::recorded_run(&folder);
+            if recorded.as_ref() != Some(run) {
+                return Err(SynthError::Resume {
+                    path: folder,
+                    message: format!(
+                        "this shard belongs to another run ({}); this run is {run}. Delete \
+                         it, or run with the shard's settings",
+                        recorded.unwrap_or(Value::Null)
+                    ),
+                });
+            }
+            for (id, entry) in Self::existing(&folder).load()? {
+                done.entry(id).or_insert(entry);
+            }
+        }
+        Ok(done)
+    }
+
     /// The cache folder.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -29,6 +29,9 @@ use crate::generation::{GenerationOptions, PromptInput, generate, generate_async
 use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 use crate::models::Model;
 use crate::models::prompt::LabelMode;
+use crate::shard::{
+    Shard, ShardRecord, complete_set, remove_shards, shards_beside_file, write_shard_record,
+};
 
 /// New tokens the judge may write (the paper's budget).
 pub const JUDGE_MAX_NEW_TOKENS: usize = 2;
@@ -322,7 +325,8 @@ pub fn collected_qa(triplet: &Triplet) -> Value {
 }
 
 /// Judges every row of `input` with `judge`, writing `output`, its label counts
-/// (`<stem>.labels.json`) and using a chunk cache beside it so a killed run resumes.
+/// (`<stem>.labels.json`) and using a chunk cache beside it so a killed run resumes. Rows
+/// judged by [`run_filter_shard`] shards (`<output>.shards/`) are taken as done.
 pub fn run_filter(
     judge: &Model,
     input: &Path,
@@ -331,24 +335,184 @@ pub fn run_filter(
     on_progress: &mut dyn FnMut(GenerationProgress),
 ) -> Result<FilterSummary, SynthError> {
     let rows = read_synthesis_rows(input)?;
-    let run = json!({
-        "job": "filter",
+    let run = filter_run_record(judge, input, options)?;
+    let shards = shards_beside_file(output);
+    let cache = ChunkCache::open(&filter_cache_dir(output), &run)?;
+    let mut done = ChunkCache::load_shards(&shards, &run)?;
+    done.extend(cache.load()?);
+    let positions: Vec<usize> = (0..rows.len()).collect();
+    let work = judge_pending(
+        judge,
+        &rows,
+        &positions,
+        options,
+        &cache,
+        &mut done,
+        on_progress,
+    )?;
+    let summary = finish_filter(&rows, output, &done, work)?;
+    cache.remove()?;
+    remove_shards(&shards)?;
+    Ok(summary)
+}
+
+/// Runs shard `shard` of a filter job: the rows at the positions it owns, into its folder
+/// `<output>.shards/K-of-N` (resumable), finished with a [`crate::shard::SHARD_FILE`].
+/// [`merge_filter`] (or an unsharded rerun) writes `output` from a whole set. The summary
+/// counts this shard's rows; its `output` is the shard folder.
+pub fn run_filter_shard(
+    judge: &Model,
+    input: &Path,
+    output: &Path,
+    options: &FilterOptions,
+    shard: Shard,
+    on_progress: &mut dyn FnMut(GenerationProgress),
+) -> Result<FilterSummary, SynthError> {
+    let rows = read_synthesis_rows(input)?;
+    let run = filter_run_record(judge, input, options)?;
+    let folder = shard.folder(&shards_beside_file(output));
+    let cache = ChunkCache::open(&folder, &run)?;
+    let mut done = cache.load()?;
+    let positions: Vec<usize> = (0..rows.len()).filter(|&i| shard.owns(i)).collect();
+    let work = judge_pending(
+        judge,
+        &rows,
+        &positions,
+        options,
+        &cache,
+        &mut done,
+        on_progress,
+    )?;
+    let ids: Vec<usize> = positions.iter().map(|&i| row_id(&rows[i])).collect();
+    let judged: Vec<&Map<String, Value>> = ids
+        .iter()
+        .filter_map(|id| match done.get(id) {
+            Some(CachedEntry::Row(row)) => Some(row),
+            _ => None,
+        })
+        .collect();
+    let record = ShardRecord {
+        job: FILTER_JOB.into(),
+        shard,
+        run,
+        input: input.to_path_buf(),
+        total: rows.len(),
+        ids,
+        extra: Value::Null,
+    };
+    write_shard_record(&folder, &record)?;
+    Ok(work.summary(label_counts(&judged), folder))
+}
+
+/// Writes `output` and its label counts from the filter job split into the shards under
+/// `<output>.shards`, with the bytes an unsharded run writes, then removes the shard
+/// folders. A set with a missing, unfinished, repeated or foreign shard is refused before
+/// anything is written.
+pub fn merge_filter(output: &Path) -> Result<FilterSummary, SynthError> {
+    let shards = shards_beside_file(output);
+    let set = complete_set(&shards, FILTER_JOB)?;
+    let input = &set[0].1.input;
+    if set[0].1.run.get("input") != Some(&json!(file_digest(input)?)) {
+        return Err(SynthError::Resume {
+            path: input.clone(),
+            message: "this file changed since the shards read it; rerun them".into(),
+        });
+    }
+    let rows = read_synthesis_rows(input)?;
+    let mut done = BTreeMap::new();
+    for (folder, shard) in &set {
+        let judged = ChunkCache::existing(folder).load()?;
+        if let Some(id) = shard.ids.iter().find(|id| !judged.contains_key(id)) {
+            return Err(SynthError::Resume {
+                path: folder.clone(),
+                message: format!("syn_id {id} is listed as judged but has no row"),
+            });
+        }
+        done.extend(judged);
+    }
+    let summary = finish_filter(&rows, output, &done, FilterWork::default())?;
+    remove_shards(&shards)?;
+    Ok(summary)
+}
+
+/// The job name in shard records.
+const FILTER_JOB: &str = "filter";
+
+/// What a filter run's rows belong to: cached rows of another record are not reused.
+fn filter_run_record(
+    judge: &Model,
+    input: &Path,
+    options: &FilterOptions,
+) -> Result<Value, SynthError> {
+    Ok(json!({
+        "job": FILTER_JOB,
         "judge": judge.dir_record(),
         "input": file_digest(input)?,
         "format": format!("{:?}", options.format),
         "shots": options.shots,
         "instructions": options.instructions,
-    });
-    let cache = ChunkCache::open(&filter_cache_dir(output), &run)?;
-    let mut done = cache.load()?;
-    let ids: Vec<usize> = rows
+    }))
+}
+
+/// A synthesis row's `syn_id` (checked when the file was read).
+fn row_id(row: &Map<String, Value>) -> usize {
+    row.get("syn_id").and_then(Value::as_u64).unwrap_or(0) as usize
+}
+
+/// The judging done by one run (resumed rows excluded).
+#[derive(Default)]
+struct FilterWork {
+    judged_now: usize,
+    seconds: f64,
+}
+
+impl FilterWork {
+    fn summary(&self, labels: BTreeMap<String, usize>, output: PathBuf) -> FilterSummary {
+        FilterSummary {
+            rows: labels.values().sum(),
+            kept: labels.get("yes").copied().unwrap_or(0),
+            labels,
+            judged_now: self.judged_now,
+            seconds: self.seconds,
+            rows_per_second: rate(self.judged_now, self.seconds),
+            output,
+        }
+    }
+}
+
+/// Rows per label, every label listed.
+fn label_counts(judged: &[&Map<String, Value>]) -> BTreeMap<String, usize> {
+    let mut labels: BTreeMap<String, usize> = JudgeLabel::ALL
         .iter()
-        .map(|r| r.get("syn_id").and_then(Value::as_u64).unwrap_or(0) as usize)
+        .map(|l| (l.as_str().to_string(), 0))
         .collect();
-    let pending: Vec<usize> = (0..rows.len())
-        .filter(|&i| !done.contains_key(&ids[i]))
+    for row in judged {
+        let label = row
+            .get("consistency")
+            .and_then(Value::as_str)
+            .unwrap_or("unparsed");
+        *labels.entry(label.to_string()).or_insert(0) += 1;
+    }
+    labels
+}
+
+/// Judges the rows at `positions` not in `done`, batch by batch, each batch written to
+/// `cache` and added to `done`.
+fn judge_pending(
+    judge: &Model,
+    rows: &[Map<String, Value>],
+    positions: &[usize],
+    options: &FilterOptions,
+    cache: &ChunkCache,
+    done: &mut BTreeMap<usize, CachedEntry>,
+    on_progress: &mut dyn FnMut(GenerationProgress),
+) -> Result<FilterWork, SynthError> {
+    let pending: Vec<usize> = positions
+        .iter()
+        .copied()
+        .filter(|&i| !done.contains_key(&row_id(&rows[i])))
         .collect();
-    let total = rows.len();
+    let total = positions.len();
     let resumed = total - pending.len();
     on_progress(GenerationProgress {
         done: resumed,
@@ -359,56 +523,13 @@ pub fn run_filter(
     let budget = judge_token_budget(judge);
     let started = Instant::now();
     let mut tokens = 0;
-    for (batch_index, batch) in pending.chunks(options.batch_size.max(1)).enumerate() {
-        let mut entries = Vec::with_capacity(batch.len());
-        let mut prompts = Vec::new();
-        let mut judged = Vec::new();
-        for &i in batch {
-            let mut row = rows[i].clone();
-            match row_triplet(&row) {
-                None => {
-                    row.insert("pred".into(), Value::Null);
-                    row.insert("consistency".into(), json!(JudgeLabel::NoTriplet.as_str()));
-                    entries.push((ids[i], Some(CachedEntry::Row(row))));
-                }
-                Some(triplet) => {
-                    prompts.push(judge_prompt(judge, &triplet, options, budget, ids[i])?);
-                    row.insert("collected_QA".into(), collected_qa(&triplet));
-                    judged.push(entries.len());
-                    entries.push((ids[i], Some(CachedEntry::Row(row))));
-                }
-            }
-        }
-        if !prompts.is_empty() {
-            let generation = judge_generation_options(budget);
-            let outputs =
-                generate(judge, &prompts, &generation).map_err(|source| SynthError::Generate {
-                    first: ids[batch[0]],
-                    last: ids[*batch.last().unwrap_or(&batch[0])],
-                    source,
-                })?;
-            for (slot, generated) in judged.into_iter().zip(outputs) {
-                tokens += generated.token_ids.len();
-                let (id, entry) = &mut entries[slot];
-                let judgement = judgement_of(judge, &generated.token_ids, *id)?;
-                if let Some(CachedEntry::Row(row)) = entry {
-                    row.insert("consistency".into(), json!(judgement.label.as_str()));
-                    row.insert("pred".into(), json!(judgement.text));
-                }
-            }
-        }
-        let entries: Vec<(usize, CachedEntry)> = entries
-            .into_iter()
-            .filter_map(|(id, entry)| Some((id, entry?)))
-            .collect();
+    let mut finished = resumed;
+    for batch in pending.chunks(options.batch_size.max(1)) {
+        let (entries, batch_tokens) = judge_batch(judge, rows, batch, options, budget)?;
+        tokens += batch_tokens;
         cache.write_chunk(&entries)?;
-        for (id, entry) in entries {
-            done.insert(id, entry);
-        }
-        let finished = resumed
-            + pending
-                .len()
-                .min((batch_index + 1) * options.batch_size.max(1));
+        done.extend(entries);
+        finished += batch.len();
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         on_progress(GenerationProgress {
             done: finished,
@@ -417,39 +538,84 @@ pub fn run_filter(
             tokens_per_second: tokens as f64 / seconds,
         });
     }
-    let seconds = started.elapsed().as_secs_f64();
+    Ok(FilterWork {
+        judged_now: pending.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
 
-    let mut labels: BTreeMap<String, usize> = JudgeLabel::ALL
-        .iter()
-        .map(|l| (l.as_str().to_string(), 0))
-        .collect();
-    let mut judged = Vec::with_capacity(ids.len());
-    for id in &ids {
-        let Some(CachedEntry::Row(row)) = done.get(id) else {
+/// Judges the rows at the positions `batch`: the cache entries in order, and the number of
+/// generated tokens. Rows without a triplet are labelled `no_triplet` without generating.
+fn judge_batch(
+    judge: &Model,
+    rows: &[Map<String, Value>],
+    batch: &[usize],
+    options: &FilterOptions,
+    budget: usize,
+) -> Result<(Vec<(usize, CachedEntry)>, usize), SynthError> {
+    let mut entries = Vec::with_capacity(batch.len());
+    let mut prompts = Vec::new();
+    let mut judged = Vec::new();
+    for &i in batch {
+        let id = row_id(&rows[i]);
+        let mut row = rows[i].clone();
+        match row_triplet(&row) {
+            None => {
+                row.insert("pred".into(), Value::Null);
+                row.insert("consistency".into(), json!(JudgeLabel::NoTriplet.as_str()));
+            }
+            Some(triplet) => {
+                prompts.push(judge_prompt(judge, &triplet, options, budget, id)?);
+                row.insert("collected_QA".into(), collected_qa(&triplet));
+                judged.push(entries.len());
+            }
+        }
+        entries.push((id, CachedEntry::Row(row)));
+    }
+    let mut tokens = 0;
+    if !prompts.is_empty() {
+        let generation = judge_generation_options(budget);
+        let outputs =
+            generate(judge, &prompts, &generation).map_err(|source| SynthError::Generate {
+                first: entries[0].0,
+                last: entries[entries.len() - 1].0,
+                source,
+            })?;
+        for (slot, generated) in judged.into_iter().zip(outputs) {
+            tokens += generated.token_ids.len();
+            let (id, entry) = &mut entries[slot];
+            let judgement = judgement_of(judge, &generated.token_ids, *id)?;
+            if let CachedEntry::Row(row) = entry {
+                row.insert("consistency".into(), json!(judgement.label.as_str()));
+                row.insert("pred".into(), json!(judgement.text));
+            }
+        }
+    }
+    Ok((entries, tokens))
+}
+
+/// Writes `output` (every row, in input order) and its label counts from the finished rows
+/// `done`, which must cover every row.
+fn finish_filter(
+    rows: &[Map<String, Value>],
+    output: &Path,
+    done: &BTreeMap<usize, CachedEntry>,
+    work: FilterWork,
+) -> Result<FilterSummary, SynthError> {
+    let mut judged = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = row_id(row);
+        let Some(CachedEntry::Row(row)) = done.get(&id) else {
             return Err(SynthError::Resume {
-                path: cache.dir().to_path_buf(),
+                path: output.to_path_buf(),
                 message: format!("syn_id {id} has no judgement after filtering"),
             });
         };
-        let label = row
-            .get("consistency")
-            .and_then(Value::as_str)
-            .unwrap_or("unparsed");
-        *labels.entry(label.to_string()).or_insert(0) += 1;
         judged.push(row);
     }
     write_jsonl_atomic(output, &judged)?;
-    let summary = FilterSummary {
-        rows: total,
-        kept: labels.get("yes").copied().unwrap_or(0),
-        labels,
-        judged_now: pending.len(),
-        seconds,
-        rows_per_second: rate(pending.len(), seconds),
-        output: output.to_path_buf(),
-    };
+    let summary = work.summary(label_counts(&judged), output.to_path_buf());
     write_json_atomic(&labels_path(output), &summary)?;
-    cache.remove()?;
     Ok(summary)
 }
 

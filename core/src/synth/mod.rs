@@ -65,4 +65,7 @@ pub enum SynthError {
     /// Bad settings or inputs (the message says which).
     #[error("{0}")]
     Invalid(String),
+    /// Shards that cannot be merged (missing, repeated, of another run).
+    #[error(transparent)]
+    Merge(#[from] crate::shard::MergeError),
 }

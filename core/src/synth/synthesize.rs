@@ -16,8 +16,11 @@
 //! * `synthesis_summary.json`: counts and throughput.
 //!
 //! Finished batches go to a chunk cache (`.syn_cache/`, see [`super::chunk_cache`]), so a
-//! killed run resumes where it stopped.
+//! killed run resumes where it stopped. With `--shard K/N` ([`run_synthesis_shard`]) a
+//! process synthesizes only its part of the rows into `shards/K-of-N/`;
+//! [`merge_synthesis`] writes the files above from a whole set of shards.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use web_time::Instant;
 
@@ -26,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::SynthError;
 use super::chunk_cache::{CachedEntry, ChunkCache};
-use super::pairs::{CaptionPair, CaptionPairs, SkippedRow, image_path};
+use super::pairs::{CaptionPair, CaptionPairs, SkippedRow, image_path, read_caption_pairs};
 use super::triplets::{Triplet, triplet_from_output};
 use crate::data::conversation::{Conversation, IMAGE_PLACEHOLDER, Message, Role};
 use crate::generation::{FinishReason, GenerationOptions, PromptInput, generate, generate_async};
@@ -34,6 +37,9 @@ use crate::io::{FileError, write_json_atomic, write_jsonl_atomic};
 use crate::models::Model;
 use crate::models::image::{ImageOptions, ProcessedImage};
 use crate::models::prompt::LabelMode;
+use crate::shard::{
+    Shard, ShardRecord, complete_set, remove_shards, shards_in_folder, write_shard_record,
+};
 
 /// The instruction of the synthesizer's first round.
 pub const CAPTION_INSTRUCTION: &str = "Describe the image.";
@@ -139,7 +145,9 @@ pub(crate) fn file_digest(path: &Path) -> Result<String, FileError> {
 }
 
 /// Runs synthesis over `pairs` (read from `input`), writing the files listed in the module
-/// docs under `out_dir`. `on_progress` is called at the start and after every batch.
+/// docs under `out_dir`. Rows of earlier runs (its chunk cache, and the shard folders of
+/// [`run_synthesis_shard`] under `out_dir/shards`) are taken as done. `on_progress` is called
+/// at the start and after every batch.
 pub fn run_synthesis(
     model: &Model,
     pairs: &CaptionPairs,
@@ -149,6 +157,147 @@ pub fn run_synthesis(
     options: &SynthesizeOptions,
     on_progress: &mut dyn FnMut(GenerationProgress),
 ) -> Result<SynthesisSummary, SynthError> {
+    let targets = synthesis_targets(pairs, input, options)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| FileError::io(out_dir, e))?;
+    let run = synthesis_run_record(model, input, images_dir, options)?;
+    let shards = shards_in_folder(out_dir);
+    let cache = ChunkCache::open(&out_dir.join(SYNTHESIS_CACHE_DIR), &run)?;
+    let mut done = ChunkCache::load_shards(&shards, &run)?;
+    done.extend(cache.load()?);
+    let targets: Vec<&CaptionPair> = targets.iter().collect();
+    let work = synthesize_pending(
+        model,
+        images_dir,
+        options,
+        &cache,
+        &mut done,
+        &targets,
+        on_progress,
+    )?;
+    let summary = finish_synthesis(pairs, input, out_dir, options, &done, work)?;
+    cache.remove()?;
+    remove_shards(&shards)?;
+    Ok(summary)
+}
+
+/// Runs shard `shard` of a synthesis job: the rows whose `syn_id` it owns, into its folder
+/// `out_dir/shards/K-of-N` (resumable), finished with a [`crate::shard::SHARD_FILE`].
+/// [`merge_synthesis`] (or an unsharded rerun) writes the job's files from a whole set. The
+/// summary counts this shard's rows; its `output` is the shard folder.
+#[allow(clippy::too_many_arguments)]
+pub fn run_synthesis_shard(
+    model: &Model,
+    pairs: &CaptionPairs,
+    input: &Path,
+    images_dir: &Path,
+    out_dir: &Path,
+    options: &SynthesizeOptions,
+    shard: Shard,
+    on_progress: &mut dyn FnMut(GenerationProgress),
+) -> Result<SynthesisSummary, SynthError> {
+    let targets = synthesis_targets(pairs, input, options)?;
+    let run = synthesis_run_record(model, input, images_dir, options)?;
+    let folder = shard.folder(&shards_in_folder(out_dir));
+    let cache = ChunkCache::open(&folder, &run)?;
+    let mut done = cache.load()?;
+    let owned: Vec<&CaptionPair> = targets.iter().filter(|p| shard.owns(p.syn_id)).collect();
+    let work = synthesize_pending(
+        model,
+        images_dir,
+        options,
+        &cache,
+        &mut done,
+        &owned,
+        on_progress,
+    )?;
+    let ids: Vec<usize> = owned.iter().map(|p| p.syn_id).collect();
+    let rows: Vec<&CachedEntry> = ids.iter().filter_map(|id| done.get(id)).collect();
+    let record = ShardRecord {
+        job: SYNTHESIS_JOB.into(),
+        shard,
+        run,
+        input: input.to_path_buf(),
+        total: targets.len(),
+        ids,
+        extra: json!({ "limit": options.limit }),
+    };
+    write_shard_record(&folder, &record)?;
+    let written = rows
+        .iter()
+        .filter(|e| matches!(e, CachedEntry::Row(_)))
+        .count();
+    let with_triplet = rows
+        .iter()
+        .filter(|e| matches!(e, CachedEntry::Row(row) if row_has_triplet(row)))
+        .count();
+    Ok(work.summary(
+        pairs.total_rows,
+        written,
+        with_triplet,
+        rows.len() - written,
+        folder,
+    ))
+}
+
+/// Writes the files of the synthesis job split into the shards under `out_dir/shards`, with
+/// the bytes an unsharded run writes, then removes the shard folders. A set with a missing,
+/// unfinished, repeated or foreign shard is refused before anything is written.
+pub fn merge_synthesis(out_dir: &Path) -> Result<SynthesisSummary, SynthError> {
+    let shards = shards_in_folder(out_dir);
+    let set = complete_set(&shards, SYNTHESIS_JOB)?;
+    let record = &set[0].1;
+    let input = &record.input;
+    if record.run.get("input") != Some(&json!(file_digest(input)?)) {
+        return Err(SynthError::Resume {
+            path: input.clone(),
+            message: "this file changed since the shards read it; rerun them".into(),
+        });
+    }
+    let pairs = read_caption_pairs(input)?;
+    let options = SynthesizeOptions {
+        limit: record
+            .extra
+            .get("limit")
+            .and_then(Value::as_u64)
+            .map(|l| l as usize),
+        ..SynthesizeOptions::default()
+    };
+    let targets = synthesis_targets(&pairs, input, &options)?;
+    let mut done = BTreeMap::new();
+    for (folder, shard) in &set {
+        let rows = ChunkCache::existing(folder).load()?;
+        if let Some(id) = shard.ids.iter().find(|id| !rows.contains_key(id)) {
+            return Err(SynthError::Resume {
+                path: folder.clone(),
+                message: format!("syn_id {id} is listed as done but has no row"),
+            });
+        }
+        done.extend(rows);
+    }
+    if targets.len() != record.total {
+        return Err(SynthError::Resume {
+            path: input.clone(),
+            message: format!(
+                "{} rows to synthesize now; the shards split {}",
+                targets.len(),
+                record.total
+            ),
+        });
+    }
+    let summary = finish_synthesis(&pairs, input, out_dir, &options, &done, Work::default())?;
+    remove_shards(&shards)?;
+    Ok(summary)
+}
+
+/// The job name in shard records.
+const SYNTHESIS_JOB: &str = "synthesize";
+
+/// The rows a synthesis run covers: the usable pairs, the first `limit` of them.
+fn synthesis_targets<'a>(
+    pairs: &'a CaptionPairs,
+    input: &Path,
+    options: &SynthesizeOptions,
+) -> Result<&'a [CaptionPair], SynthError> {
     let count = options
         .limit
         .map_or(pairs.pairs.len(), |limit| limit.min(pairs.pairs.len()));
@@ -160,24 +309,86 @@ pub fn run_synthesis(
             pairs.skipped.len()
         )));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| FileError::io(out_dir, e))?;
-    let run = json!({
-        "job": "synthesize",
+    Ok(targets)
+}
+
+/// What a synthesis run's rows belong to: cached rows of another record are not reused.
+fn synthesis_run_record(
+    model: &Model,
+    input: &Path,
+    images_dir: &Path,
+    options: &SynthesizeOptions,
+) -> Result<Value, SynthError> {
+    Ok(json!({
+        "job": SYNTHESIS_JOB,
         "synthesizer": model.dir_record(),
         "input": file_digest(input)?,
         "images": std::fs::canonicalize(images_dir).unwrap_or_else(|_| images_dir.to_path_buf()),
         "max_new_tokens": options.max_new_tokens,
         "min_pixels": options.min_pixels,
         "max_pixels": options.max_pixels,
-    });
-    let cache = ChunkCache::open(&out_dir.join(SYNTHESIS_CACHE_DIR), &run)?;
-    let mut done = cache.load()?;
+    }))
+}
+
+/// The generation done by one run (resumed rows excluded).
+#[derive(Default)]
+struct Work {
+    generated_now: usize,
+    generated_tokens: usize,
+    seconds: f64,
+}
+
+impl Work {
+    fn summary(
+        &self,
+        input_rows: usize,
+        rows: usize,
+        with_triplet: usize,
+        skipped: usize,
+        output: PathBuf,
+    ) -> SynthesisSummary {
+        SynthesisSummary {
+            input_rows,
+            rows,
+            with_triplet,
+            skipped,
+            generated_now: self.generated_now,
+            generated_tokens: self.generated_tokens,
+            seconds: self.seconds,
+            images_per_second: rate(self.generated_now, self.seconds),
+            tokens_per_second: rate(self.generated_tokens, self.seconds),
+            output,
+        }
+    }
+}
+
+/// Whether a synthesis row's output holds a triplet.
+fn row_has_triplet(row: &serde_json::Map<String, Value>) -> bool {
+    row.get("pred")
+        .and_then(Value::as_str)
+        .and_then(triplet_from_output)
+        .is_some()
+}
+
+/// Synthesizes the `targets` not in `done` batch by batch, each batch written to `cache` and
+/// added to `done`.
+fn synthesize_pending(
+    model: &Model,
+    images_dir: &Path,
+    options: &SynthesizeOptions,
+    cache: &ChunkCache,
+    done: &mut BTreeMap<usize, CachedEntry>,
+    targets: &[&CaptionPair],
+    on_progress: &mut dyn FnMut(GenerationProgress),
+) -> Result<Work, SynthError> {
     let pending: Vec<&CaptionPair> = targets
         .iter()
+        .copied()
         .filter(|pair| !done.contains_key(&pair.syn_id))
         .collect();
     let total = targets.len();
-    let mut finished = total - pending.len();
+    let resumed = total - pending.len();
+    let mut finished = resumed;
     on_progress(GenerationProgress {
         done: finished,
         total,
@@ -189,33 +400,42 @@ pub fn run_synthesis(
     for batch in pending.chunks(options.batch_size.max(1)) {
         let (entries, tokens) = synthesize_batch(model, images_dir, batch, options)?;
         cache.write_chunk(&entries)?;
-        for (id, entry) in entries {
-            done.insert(id, entry);
-        }
+        done.extend(entries);
         generated_tokens += tokens;
         finished += batch.len();
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         on_progress(GenerationProgress {
             done: finished,
             total,
-            rows_per_second: (finished - (total - pending.len())) as f64 / seconds,
+            rows_per_second: (finished - resumed) as f64 / seconds,
             tokens_per_second: generated_tokens as f64 / seconds,
         });
     }
-    let seconds = started.elapsed().as_secs_f64();
+    Ok(Work {
+        generated_now: pending.len(),
+        generated_tokens,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
 
+/// Writes `syn_task_triplets.jsonl`, `skipped.jsonl` and the summary from the finished rows
+/// `done`, which must cover every target.
+fn finish_synthesis(
+    pairs: &CaptionPairs,
+    input: &Path,
+    out_dir: &Path,
+    options: &SynthesizeOptions,
+    done: &BTreeMap<usize, CachedEntry>,
+    work: Work,
+) -> Result<SynthesisSummary, SynthError> {
+    let targets = synthesis_targets(pairs, input, options)?;
     let mut rows = Vec::with_capacity(targets.len());
     let mut skipped: Vec<SkippedRow> = pairs.skipped.clone();
     let mut with_triplet = 0;
     for pair in targets {
         match done.get(&pair.syn_id) {
             Some(CachedEntry::Row(row)) => {
-                if row
-                    .get("pred")
-                    .and_then(Value::as_str)
-                    .and_then(triplet_from_output)
-                    .is_some()
-                {
+                if row_has_triplet(row) {
                     with_triplet += 1;
                 }
                 rows.push(row);
@@ -228,31 +448,25 @@ pub fn run_synthesis(
             }),
             None => {
                 return Err(SynthError::Resume {
-                    path: cache.dir().to_path_buf(),
+                    path: out_dir.to_path_buf(),
                     message: format!("syn_id {} has no output after generation", pair.syn_id),
                 });
             }
         }
     }
     skipped.sort_by_key(|s| s.syn_id);
+    std::fs::create_dir_all(out_dir).map_err(|e| FileError::io(out_dir, e))?;
     let output = out_dir.join(TRIPLETS_FILE);
     write_jsonl_atomic(&output, &rows)?;
     write_jsonl_atomic(&out_dir.join(SKIPPED_FILE), &skipped)?;
-    let generated_now = pending.len();
-    let summary = SynthesisSummary {
-        input_rows: pairs.total_rows,
-        rows: rows.len(),
+    let summary = work.summary(
+        pairs.total_rows,
+        rows.len(),
         with_triplet,
-        skipped: skipped.len(),
-        generated_now,
-        generated_tokens,
-        seconds,
-        images_per_second: rate(generated_now, seconds),
-        tokens_per_second: rate(generated_tokens, seconds),
+        skipped.len(),
         output,
-    };
+    );
     write_json_atomic(&out_dir.join(SYNTHESIS_SUMMARY_FILE), &summary)?;
-    cache.remove()?;
     Ok(summary)
 }
 
