@@ -107,7 +107,9 @@ pub enum BenchCommand {
         /// language model's q,k,v,o,gate,up,down; the rest frozen).
         #[arg(long, default_value = "full,lora")]
         modes: String,
-        /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
+        /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...; `a+b` is one data-parallel
+        /// configuration over both (`cpu+cpu`: two replicas on the CPU), one micro-batch of
+        /// --batch sequences per device and step.
         #[arg(long, default_value = "cpu,wgpu")]
         devices: String,
         /// Fused ops (`adamllm::kernels`) on, off, or both (comma-separated) to compare.

@@ -7,6 +7,7 @@ use adamllm::burn::tensor::DType;
 use adamllm::device::{DeviceChoice, select_device};
 use adamllm::models::registry::family_of_preset;
 use adamllm::models::{Model, TokenBatch};
+use adamllm::train::data_parallel::{Replicas, Schedule, parallel_step};
 use adamllm::train::optimizer::{AdamW, AdamWSettings, ParamGroup, trainable_numel};
 use adamllm::train::recipe::TrainRecipe;
 use adamllm::train::trainer::{
@@ -91,7 +92,9 @@ fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) ->
     // The peak should cover loading and training (as bench/torch_train.py's does), not the
     // generation of the random weights that the PyTorch side reads from disk.
     crate::bench::reset_peak_rss();
-    let choice: DeviceChoice = device_name.parse().map_err(anyhow::Error::msg)?;
+    // The first device of a data-parallel configuration (`cpu+cpu`) holds the master model.
+    let first = device_name.split('+').next().unwrap_or(device_name).trim();
+    let choice: DeviceChoice = first.parse().map_err(anyhow::Error::msg)?;
     let selected = select_device(choice)?;
     let mut model = Model::load(tmp.path(), &selected.device.clone().autodiff(), DType::F32)?;
     let vocab = model
@@ -128,13 +131,36 @@ fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) ->
     })
 }
 
+/// One optimizer step: one micro-batch per device (the same batch each time).
 fn step(
     model: Model,
+    replicas: &mut Replicas,
     optimizer: &mut AdamW,
     batch: &TokenBatch,
     labels: &[Vec<i64>],
     tokens: usize,
 ) -> Result<Model> {
+    let group = |_: &str| ParamGroup {
+        lr_multiplier: 1.0,
+        decay: true,
+    };
+    if replicas.device_count() > 1 {
+        let devices = replicas.device_count();
+        let (model, _) = parallel_step(
+            model,
+            replicas,
+            optimizer,
+            devices,
+            tokens * devices,
+            &|_| Ok((batch.clone(), labels.to_vec())),
+            1e-4,
+            1.0,
+            &|_| 0,
+            Schedule::Concurrent,
+            group,
+        )?;
+        return Ok(model);
+    }
     let (model, _) = accumulate_and_step(
         model,
         optimizer,
@@ -144,12 +170,19 @@ fn step(
         1e-4,
         1.0,
         |_| 0,
-        |_| ParamGroup {
-            lr_multiplier: 1.0,
-            decay: true,
-        },
+        group,
     )?;
     Ok(model)
+}
+
+/// The replicas of a data-parallel configuration (`cpu+cpu`: every device after the first).
+fn replicas_for(model: &Model, device: &str) -> Result<Replicas> {
+    let mut devices = Vec::new();
+    for name in device.split('+').skip(1) {
+        let choice: DeviceChoice = name.trim().parse().map_err(anyhow::Error::msg)?;
+        devices.push(select_device(choice)?.device.autodiff());
+    }
+    Ok(Replicas::new(model, &devices))
 }
 
 /// Runs one configuration in this process, with the process's fused-ops setting.
@@ -162,16 +195,26 @@ pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Resu
         parameters,
         _dir,
     } = setup(preset, mode, device, shape)?;
+    let mut replicas = replicas_for(&model, device)?;
+    let devices = replicas.device_count();
     let trainable = trainable_numel(&model.network);
     let mut optimizer = AdamW::new(AdamWSettings::default());
     // Every token but the first is a supervised target (labels are shifted by one).
     let tokens = shape.batch * (shape.seq_len - 1);
-    for _ in 0..shape.warmup {
-        model = step(model, &mut optimizer, &batch, &labels, tokens)?;
-    }
-    let t = Instant::now();
-    for _ in 0..shape.steps {
-        model = step(model, &mut optimizer, &batch, &labels, tokens)?;
+    // Untimed warm-up steps, then the timed ones.
+    let mut t = Instant::now();
+    for i in 0..shape.warmup + shape.steps {
+        if i == shape.warmup {
+            t = Instant::now();
+        }
+        model = step(
+            model,
+            &mut replicas,
+            &mut optimizer,
+            &batch,
+            &labels,
+            tokens,
+        )?;
     }
     // The last step's parameter update has been read back by the next loss at the latest;
     // read one weight so the final update is finished too.
@@ -189,7 +232,7 @@ pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Resu
         batch: shape.batch,
         seq_len: shape.seq_len,
         steps: shape.steps,
-        tokens_per_s: (shape.batch * shape.seq_len * shape.steps) as f64 / seconds,
+        tokens_per_s: (devices * shape.batch * shape.seq_len * shape.steps) as f64 / seconds,
         step_ms: seconds * 1e3 / shape.steps as f64,
         peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
         fused_ops: Some(adamllm::kernels::fused_ops_enabled()),
@@ -259,7 +302,7 @@ pub fn all(
     );
     for r in &rows {
         eprintln!(
-            "{:<6} {:<5} {:<6} {:<5} {:>11} {:>11} {:>10.1} {:>9.1} {:>9.0}",
+            "{:<6} {:<5} {:<8} {:<5} {:>11} {:>11} {:>10.1} {:>9.1} {:>9.0}",
             r.preset,
             r.mode,
             r.device,
@@ -297,9 +340,17 @@ pub fn soak(
     } = setup(preset, mode, device, shape)?;
     let mut optimizer = AdamW::new(AdamWSettings::default());
     let tokens = shape.batch * (shape.seq_len - 1);
+    let mut replicas = replicas_for(&model, device)?;
     let t = Instant::now();
     for s in 1..=total {
-        model = step(model, &mut optimizer, &batch, &labels, tokens)?;
+        model = step(
+            model,
+            &mut replicas,
+            &mut optimizer,
+            &batch,
+            &labels,
+            tokens,
+        )?;
         if s % every.max(1) == 0 || s == 1 {
             println!(
                 "{}",

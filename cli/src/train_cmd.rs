@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use adamllm::burn::tensor::DType;
 use adamllm::data::dataset_info::DatasetLayout;
+use adamllm::device::{SelectedDevice, select_devices};
 use adamllm::models::files::ModelFiles;
 use adamllm::train::llamafactory::{
     EXPORT_CONFIG_FILE, ExportRequest, export_llamafactory, is_llamafactory_config,
@@ -62,8 +64,28 @@ pub struct TrainArgs {
     /// Print the step losses as JSON at the end as well.
     #[arg(long)]
     pub json: bool,
+    /// Data-parallel training over several devices, e.g. `wgpu:0,wgpu:1` (`cpu,cpu` runs two
+    /// replicas on the CPU): a step takes gradient_accumulation_steps micro-batches per device,
+    /// their gradients summed on the first device. Instead of --device.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// Every device of `--devices` must compute `dtype` (a replica in another precision would
+/// not give the same gradients).
+fn check_same_dtype(devices: &[SelectedDevice], dtype: DType) -> Result<()> {
+    if dtype == DType::F16
+        && let Some(lacking) = devices.iter().find(|d| !d.supports_f16)
+    {
+        bail!(
+            "--dtype f16 with --devices: {} has no f16 arithmetic (no shader-f16) while \
+             others do; every device must compute the same dtype: use --dtype f32 or other devices",
+            lacking.description
+        );
+    }
+    Ok(())
 }
 
 fn recipe_help() -> String {
@@ -270,7 +292,15 @@ pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
         );
         return Ok(());
     }
-    let selected = args.device.select()?;
+    let (selected, replica_devices) = match &args.devices {
+        Some(list) => {
+            let mut devices = select_devices(list).map_err(anyhow::Error::msg)?;
+            check_same_dtype(&devices, args.device.dtype)?;
+            let first = devices.remove(0);
+            (first, devices.into_iter().map(|d| d.device).collect())
+        }
+        None => (args.device.select()?, Vec::new()),
+    };
     let request = TrainRequest {
         model_dir: model,
         data,
@@ -281,6 +311,7 @@ pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
         out,
         recipe,
         device: selected.device.clone(),
+        replica_devices,
         resume: args.resume,
         skip_bad: args.skip_bad,
     };

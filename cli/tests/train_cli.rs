@@ -89,6 +89,34 @@ fn resume_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> 
     ]
 }
 
+/// Starts `adamllm args` training into `run` and kills it for real once its step-30
+/// checkpoint exists, before the run has finished.
+fn kill_after_checkpoint_30<S: AsRef<std::ffi::OsStr>>(args: &[S], run: &Path) {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = run.join("checkpoints/step-000030/trainer_state.json");
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(start.elapsed() < Duration::from_secs(600), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before it could be interrupted"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run.join("model").exists(), "killed run already exported");
+}
+
 /// `(step, loss bits, lr bits, grad_norm bits)` of every metrics row.
 fn metric_bits(run: &Path) -> Vec<(u64, u64, u64, u64)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -117,29 +145,7 @@ fn killed_and_resumed_run_equals_the_uninterrupted_run_bit_for_bit() {
 
     let cut = tmp.path().join("cut");
     let c = cut.to_str().unwrap();
-    let mut child = bin()
-        .args(resume_args(m, d, c))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let marker = cut.join("checkpoints/step-000030/trainer_state.json");
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be interrupted"
-        );
-        assert!(start.elapsed() < Duration::from_secs(600), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the run ended before it could be interrupted"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!cut.join("model").exists(), "killed run already exported");
+    kill_after_checkpoint_30(&resume_args(m, d, c), &cut);
 
     // Resuming with another recipe is refused, naming the recipe.
     let mut other = resume_args(m, d, c);
@@ -327,4 +333,153 @@ fn recipe_files_flags_and_bad_input() {
     let mut args = base(&first);
     args[2] = other_model.to_string_lossy().to_string();
     expect_failure(&go(args, &["--data", d, "--resume"]), &["model"]);
+}
+
+/// Every weight of the model exported into `run/model`, by name.
+fn exported_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let reader =
+        adamllm::models::checkpoint::CheckpointReader::open_dir(&run.join("model")).unwrap();
+    let mut names = reader.names();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let shape = reader.shape(&name).unwrap().to_vec();
+            let values = reader.read_f32(&name, &shape).unwrap();
+            (name, values)
+        })
+        .collect()
+}
+
+/// `(loss, grad_norm)` of every step in `run/metrics.jsonl`.
+fn step_metrics(run: &Path) -> Vec<(f64, f64)> {
+    metric_bits(run)
+        .into_iter()
+        .map(|(_, loss, _, grad_norm)| (f64::from_bits(loss), f64::from_bits(grad_norm)))
+        .collect()
+}
+
+/// Asserts two runs agree to `tolerance` (relative to the magnitude, at least 1) in every
+/// step's loss and gradient norm and in every exported weight.
+fn assert_runs_agree(a: &Path, b: &Path, tolerance: f64) {
+    let close = |x: f64, y: f64| (x - y).abs() <= tolerance * x.abs().max(y.abs()).max(1.0);
+    let (ma, mb) = (step_metrics(a), step_metrics(b));
+    assert_eq!(ma.len(), mb.len());
+    for (step, (x, y)) in ma.iter().zip(&mb).enumerate() {
+        assert!(
+            close(x.0, y.0) && close(x.1, y.1),
+            "step {}: {x:?} vs {y:?}",
+            step + 1
+        );
+    }
+    for ((name, x), (_, y)) in exported_weights(a).iter().zip(&exported_weights(b)) {
+        for (u, v) in x.iter().zip(y) {
+            assert!(close(f64::from(*u), f64::from(*v)), "{name}: {u} vs {v}");
+        }
+    }
+}
+
+#[test]
+fn two_devices_train_like_one_device_with_the_same_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let train = |out: &Path, mode: &str, accumulation: &str, devices: &[&str], steps: &str| {
+        let mut args = vec![
+            "train",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(["--finetuning-type", mode, "--lora-rank", "4"]);
+        args.extend([
+            "--learning-rate",
+            "5e-3",
+            "--per-device-train-batch-size",
+            "1",
+        ]);
+        args.extend([
+            "--gradient-accumulation-steps",
+            accumulation,
+            "--max-steps",
+            steps,
+        ]);
+        args.extend(["--save-steps", "5", "--logging-steps", "1"]);
+        args.extend(["--image-min-pixels", "3136", "--image-max-pixels", "3136"]);
+        args.extend(devices);
+        run(&args)
+    };
+    // Ten steps of 4 micro-batches: on one device, and as 2 per device on two.
+    for mode in ["full", "lora"] {
+        let one = tmp.path().join(format!("{mode}-one"));
+        let two = tmp.path().join(format!("{mode}-two"));
+        let o = train(&one, mode, "4", &["--device", "cpu"], "10");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = train(&two, mode, "2", &["--devices", "cpu,cpu"], "10");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_runs_agree(&one, &two, 1e-5);
+    }
+    // A replica on wgpu (lavapipe here): the gradients cross backends.
+    let mixed = tmp.path().join("mixed");
+    let o = train(&mixed, "lora", "2", &["--devices", "cpu,wgpu"], "3");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let alone = tmp.path().join("alone");
+    let o = train(&alone, "lora", "4", &["--device", "cpu"], "3");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_runs_agree(&alone, &mixed, 1e-4);
+
+    // Resuming on another device count is refused: the global batch would change.
+    let two = tmp.path().join("lora-two");
+    let o = train(&two, "lora", "2", &["--device", "cpu", "--resume"], "10");
+    expect_failure(&o, &["trainer_state.json", "2 device(s)", "--devices"]);
+    // Bad device lists.
+    let bad = tmp.path().join("bad");
+    for (list, needle) in [
+        ("cpu,,cpu", "empty name"),
+        ("cpu,gpu9", "unknown device"),
+        ("wgpu:0,wgpu:0", "named twice"),
+        ("vulkan:1", "only wgpu takes an index"),
+        ("wgpu:x", "must be a number"),
+    ] {
+        let o = train(&bad, "lora", "2", &["--devices", list], "2");
+        expect_failure(&o, &[needle]);
+        assert!(!bad.exists(), "{list}: the run folder was written");
+    }
+}
+
+#[test]
+fn a_killed_two_device_run_resumes_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    // LoRA dropout: the devices take turns, each micro-batch seeded as on one device.
+    let args = |out: &Path| -> Vec<String> {
+        let mut args: Vec<String> = resume_args(m, d, out.to_str().unwrap())
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let at = args.iter().position(|a| a == "--device").unwrap();
+        args.splice(at..at + 2, ["--devices".to_string(), "cpu,cpu".to_string()]);
+        let at = args.iter().position(|a| a == "--max-steps").unwrap();
+        args[at + 1] = "120".into();
+        args
+    };
+    let full = tmp.path().join("full");
+    let o = bin().args(args(&full)).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cut = tmp.path().join("cut");
+    kill_after_checkpoint_30(&args(&cut), &cut);
+    let mut resume = args(&cut);
+    resume.push("--resume".into());
+    let o = bin().args(&resume).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(metric_bits(&full), metric_bits(&cut));
+    assert_eq!(
+        std::fs::read(full.join("model/model.safetensors")).unwrap(),
+        std::fs::read(cut.join("model/model.safetensors")).unwrap(),
+        "final weights differ"
+    );
 }

@@ -306,6 +306,83 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+/// Resolves `train --devices` (comma-separated `cpu`, `wgpu`, `wgpu:N` for the N-th discrete
+/// GPU, `vulkan`, `metal`, `dx12`, `auto`): one device per replica, in order. A GPU named
+/// twice is refused (two replicas on one GPU only cost memory); `cpu` may repeat, which runs
+/// several replicas on the CPU (how the data-parallel path is tested).
+pub fn select_devices(text: &str) -> Result<Vec<SelectedDevice>, String> {
+    let items: Vec<String> = text
+        .split(',')
+        .map(|item| item.trim().to_ascii_lowercase())
+        .collect();
+    // Names first, all of them, so a bad list is refused before any adapter is opened.
+    for (i, item) in items.iter().enumerate() {
+        if item.is_empty() {
+            return Err(format!(
+                "--devices {text:?}: an empty name; list devices as cpu,cpu or wgpu:0,wgpu:1"
+            ));
+        }
+        if item != "cpu" && item != "flex" && items[..i].contains(item) {
+            return Err(format!(
+                "--devices {text:?}: {item} is named twice; give each GPU once (only cpu may \
+                 repeat, to test on one machine)"
+            ));
+        }
+        let name = item.split_once(':').map_or(item.as_str(), |(name, _)| name);
+        let choice: DeviceChoice = name.parse()?;
+        if let Some((_, index)) = item.split_once(':') {
+            if choice != DeviceChoice::Wgpu {
+                return Err(format!(
+                    "--devices: {item}: only wgpu takes an index (wgpu:0, wgpu:1, ...)"
+                ));
+            }
+            index
+                .parse::<usize>()
+                .map_err(|_| format!("--devices: {item}: the index must be a number"))?;
+        }
+    }
+    items
+        .iter()
+        .map(|item| match item.split_once(':') {
+            Some((_, index)) => {
+                let index = index.parse().expect("checked above");
+                discrete_gpu(index).map_err(|e| format!("--devices: {item}: {e}"))
+            }
+            None => select_device(item.parse()?).map_err(|e| format!("--devices: {e}")),
+        })
+        .collect()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// The `index`-th discrete GPU adapter wgpu reports.
+fn discrete_gpu(index: usize) -> Result<SelectedDevice, String> {
+    let adapters = list_adapters();
+    let discrete: Vec<&AdapterSummary> = adapters
+        .iter()
+        .filter(|a| a.device_type == "DiscreteGpu")
+        .collect();
+    let adapter = discrete.get(index).ok_or_else(|| {
+        format!(
+            "there {} {} discrete GPU adapter{} (see `adamllm info`)",
+            if discrete.len() == 1 { "is" } else { "are" },
+            discrete.len(),
+            if discrete.len() == 1 { "" } else { "s" }
+        )
+    })?;
+    Ok(SelectedDevice {
+        device: Device::wgpu(DeviceKind::DiscreteGpu(index)),
+        backend: "wgpu",
+        description: format!(
+            "{} ({}, {})",
+            adapter.name, adapter.device_type, adapter.backend
+        ),
+        reason: format!("discrete GPU {index} of --devices"),
+        supports_f16: adapter.shader_f16,
+        max_binding_bytes: Some(adapter.max_storage_buffer_binding_size),
+    })
+}
+
 /// Picks the device in a browser (WebAssembly): WebGPU when `navigator.gpu` yields an adapter
 /// and `choice` allows it, otherwise Burn's `flex` CPU backend compiled to WebAssembly. The
 /// reason says which and why. WebGPU can only be set up once per page (or worker).

@@ -75,6 +75,7 @@ fn train_on(
         out: out.clone(),
         recipe: TrainRecipe::load(None, &pairs).unwrap(),
         device: Device::flex(),
+        replica_devices: Vec::new(),
         resume: false,
         skip_bad: false,
     };

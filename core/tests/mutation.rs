@@ -893,6 +893,7 @@ impl StoppedRun {
             out: out.to_path_buf(),
             recipe: TrainRecipe::load(None, &self.overrides).unwrap(),
             device: Device::flex(),
+            replica_devices: Vec::new(),
             resume,
             skip_bad: false,
         };

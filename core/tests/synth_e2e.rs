@@ -75,6 +75,7 @@ fn train_tiny(dir: &Path, name: &str, data: &Path, overrides: &[(&str, &str)]) -
         out: out.clone(),
         recipe: recipe(overrides),
         device: Device::flex(),
+        replica_devices: Vec::new(),
         resume: false,
         skip_bad: false,
     };

@@ -93,6 +93,7 @@ fn request(
         out: out.to_path_buf(),
         recipe,
         device,
+        replica_devices: Vec::new(),
         resume: false,
         skip_bad: false,
     }

@@ -488,6 +488,7 @@ impl Demo<'_> {
             out: out.clone(),
             recipe,
             device: self.device.clone(),
+            replica_devices: Vec::new(),
             skip_bad: true,
         };
         let summary = train(&request, self.observer.trainer()).map_err(|e| e.to_string())?;

@@ -384,6 +384,7 @@ pub fn run_pipeline(
                     out,
                     recipe,
                     device: device.clone(),
+                    replica_devices: Vec::new(),
                     skip_bad: true,
                 };
                 let summary = train(&request, observer.trainer())

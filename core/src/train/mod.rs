@@ -2,7 +2,7 @@
 //! the loss plot.
 //!
 //! The loop is [`trainer`]; [`optimizer`] is AdamW, [`lora`] the adapters, [`data`] the
-//! samples. The other modules are host-side parts (no tensors):
+//! samples, [`data_parallel`] the steps of a run over several devices. The other modules are host-side parts (no tensors):
 //! - [`recipe`]: the YAML training recipe (LLaMA-Factory key names), CLI overrides, fingerprint.
 //! - [`llamafactory`]: LLaMA-Factory SFT configs read as a run, and a run written as one.
 //! - [`schedule`]: learning rate per optimizer step, as transformers' schedulers compute it.
@@ -11,6 +11,7 @@
 //! - [`plot`]: the loss-curve PNG.
 
 pub mod data;
+pub mod data_parallel;
 pub mod llamafactory;
 pub mod lora;
 pub mod metrics_log;

@@ -17,6 +17,7 @@ use super::data::{
     DataOptions, SkippedSample, TrainData, TrainSample, epoch_order, micro_batch,
     read_train_file_as,
 };
+use super::data_parallel::{Replicas, Schedule, parallel_step};
 use super::lora::{LoraSettings, attach_lora, merge_lora, save_peft_adapter};
 use super::metrics_log::{MetricRow, MetricsLog, read_metrics};
 use super::optimizer::{
@@ -64,6 +65,10 @@ pub struct TrainRequest {
     pub recipe: TrainRecipe,
     /// Device (plain; autodiff is added here).
     pub device: Device,
+    /// More devices for data-parallel training (`--devices` after the first; plain). Empty
+    /// for a one-device run. A step then takes `gradient_accumulation_steps` micro-batches
+    /// per device (see [`super::data_parallel`]).
+    pub replica_devices: Vec<Device>,
     /// Continue the run in `out`.
     pub resume: bool,
     /// Skip bad samples (recorded in `skipped.jsonl`) instead of failing.
@@ -676,7 +681,9 @@ pub fn train(
     };
 
     let batch_size = recipe.per_device_train_batch_size;
-    let accumulation = recipe.gradient_accumulation_steps;
+    let devices = 1 + request.replica_devices.len();
+    // Micro-batches per optimizer step over all devices: the global batch.
+    let accumulation = recipe.gradient_accumulation_steps * devices;
     let stage_micro: Vec<usize> = stages
         .iter()
         .map(|s| micro_batches_per_epoch(s.len(), batch_size))
@@ -728,6 +735,7 @@ pub fn train(
         trainer_state = ckpt.state.clone();
         trainer_state.total_steps = total_steps;
         check_resume_position(&trainer_state, &stage_steps, &stage_micro).map_err(state_error)?;
+        check_resume_devices(&trainer_state, devices).map_err(state_error)?;
         let optimizer_step = resumed_optimizer_step(&trainer_state).map_err(state_error)?;
         model.network = load_trainable(model.network, &ckpt.path.join(TRAINABLE_FILE))?;
         let opt_file = ckpt.path.join(OPTIMIZER_FILE);
@@ -735,6 +743,17 @@ pub fn train(
             optimizer = AdamW::load(adam, optimizer_step, &opt_file, &request.device)?;
         }
     }
+    let replica_devices: Vec<Device> = request
+        .replica_devices
+        .iter()
+        .map(|d| d.clone().autodiff())
+        .collect();
+    let mut replicas = Replicas::new(&model, &replica_devices);
+    let device_schedule = if recipe.lora_dropout > 0.0 {
+        Schedule::Sequential
+    } else {
+        Schedule::Concurrent
+    };
     let trainable_count = trainable_numel(&model.network);
     let plan = TrainPlan {
         stage_samples: stages.iter().map(Vec::len).collect(),
@@ -810,21 +829,39 @@ pub fn train(
         let seed = recipe.seed;
         let step_index = trainer_state.step;
         let batcher = Batcher::of(&model);
-        let (updated, outcome) = accumulate_and_step(
-            model,
-            &mut optimizer,
-            micro.len(),
-            step_tokens,
-            |k| {
-                batcher
-                    .batch(&micro[k], &image_options)
-                    .map_err(TrainError::from)
-            },
-            lr,
-            recipe.max_grad_norm,
-            |k| micro_batch_seed(seed, step_index, k),
-            |path| groups.of_path(path),
-        )?;
+        let make_batch = |k: usize| {
+            batcher
+                .batch(&micro[k], &image_options)
+                .map_err(TrainError::from)
+        };
+        let seed_of = |k: usize| micro_batch_seed(seed, step_index, k);
+        let (updated, outcome) = if devices > 1 {
+            parallel_step(
+                model,
+                &mut replicas,
+                &mut optimizer,
+                micro.len(),
+                step_tokens,
+                &make_batch,
+                lr,
+                recipe.max_grad_norm,
+                &seed_of,
+                device_schedule,
+                |path| groups.of_path(path),
+            )?
+        } else {
+            accumulate_and_step(
+                model,
+                &mut optimizer,
+                micro.len(),
+                step_tokens,
+                make_batch,
+                lr,
+                recipe.max_grad_norm,
+                seed_of,
+                |path| groups.of_path(path),
+            )?
+        };
         model = updated;
         let (step_loss, grad_norm) = (outcome.loss, outcome.grad_norm);
 
@@ -840,6 +877,9 @@ pub fn train(
         trainer_state
             .extra
             .insert("optimizer_step".into(), optimizer.step.into());
+        if devices > 1 {
+            trainer_state.extra.insert("devices".into(), devices.into());
+        }
         let elapsed = step_start.elapsed().as_secs_f64();
         observer.step(&StepReport {
             step: trainer_state.step,
@@ -970,6 +1010,29 @@ fn check_resume_position(
 
 /// The optimizer's step count a checkpoint records (`extra.optimizer_step`, else the trainer's
 /// step). Every trainer step is one optimizer step, so it cannot be past the trainer's.
+/// A run resumes on as many devices as it was trained on: the device count sets the global
+/// batch (micro-batches per step), so another count would change what a step means.
+fn check_resume_devices(
+    state: &crate::train::run_dir::TrainerState,
+    devices: usize,
+) -> Result<(), String> {
+    let saved = match state.extra.get("devices") {
+        None => 1,
+        Some(value) => value
+            .as_u64()
+            .filter(|&n| (1..=1024).contains(&n))
+            .ok_or_else(|| format!("extra.devices is {value}, not a device count"))?
+            as usize,
+    };
+    if saved != devices {
+        return Err(format!(
+            "this run was trained on {saved} device(s) and resumes on {devices}: the global \
+             batch would change; resume with {saved} device(s) in --devices"
+        ));
+    }
+    Ok(())
+}
+
 fn resumed_optimizer_step(state: &crate::train::run_dir::TrainerState) -> Result<u64, String> {
     let trainer_step = state.step as u64;
     match state.extra.get("optimizer_step") {
