@@ -276,7 +276,35 @@ enum Command {
     },
 }
 
+/// Points a missing or unusable `XDG_RUNTIME_DIR` at a private folder of this user's. The
+/// Vulkan driver's Wayland probe (libwayland-client) otherwise prints `error: XDG_RUNTIME_DIR
+/// is invalid or not set in the environment.` when adapters are listed on a headless machine,
+/// although nothing is wrong and no window is ever opened. Must run before any thread starts.
+#[cfg(target_os = "linux")]
+fn give_wayland_a_runtime_dir() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let usable = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .is_some_and(|dir| dir.is_absolute() && dir.is_dir());
+    if usable {
+        return;
+    }
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("adamllm-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let ours = std::fs::symlink_metadata(&dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
+    if ours {
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    give_wayland_a_runtime_dir();
     adamllm::limits::quiet_caught_parser_panics();
     let (args, recipe_overrides) = train_cmd::split_recipe_flags(std::env::args().collect());
     let cli = Cli::parse_from(args);

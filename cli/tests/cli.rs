@@ -591,3 +591,17 @@ fn eval_runs_a_jsonl_benchmark_and_resumes() {
     );
     expect_failure(&o, &["broken.jsonl", "line 1", "answer_type"]);
 }
+
+/// Listing adapters on a headless machine without `XDG_RUNTIME_DIR` (a container, a CI
+/// runner, ssh without a session) prints no `error:` line: nothing is wrong there.
+#[test]
+fn a_session_without_xdg_runtime_dir_prints_no_error() {
+    let o = Command::new(env!("CARGO_BIN_EXE_adamllm"))
+        .arg("info")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("error"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("device:"), "{}", stdout(&o));
+}
