@@ -138,6 +138,11 @@ fn quick_demo_resumes_after_a_kill_and_reports() {
         "{html}"
     );
     assert!(!html.contains("http://") && !html.contains("https://"));
+    // The tables are HTML tables, not markdown in a <pre> block.
+    assert!(
+        html.contains("<table>") && html.contains("<th>ablation</th>") && !html.contains("<pre>"),
+        "{html}"
+    );
 
     // A rerun reuses every stage and prints the same table.
     let again = bin().args(args(&out)).output().unwrap();

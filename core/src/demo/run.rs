@@ -1390,6 +1390,19 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The report's markdown (headings, tables, lists) as HTML. Raw HTML in it is shown as text,
+/// never interpreted: the report quotes what models wrote.
+fn markdown_html(markdown: &str) -> String {
+    use pulldown_cmark::{Event, Options, Parser, html::push_html};
+    let events = Parser::new_ext(markdown, Options::ENABLE_TABLES).map(|event| match event {
+        Event::Html(text) | Event::InlineHtml(text) => Event::Text(text),
+        other => other,
+    });
+    let mut html = String::new();
+    push_html(&mut html, events);
+    html
+}
+
 /// `report.html`: the tables, the loss curves, and sample images with their caption,
 /// synthesized triplet and judge label. Self-contained apart from relative image links.
 fn report_html(demo: &Demo<'_>, domains: &[DomainKind], report: &DemoReport) -> String {
@@ -1399,9 +1412,8 @@ fn report_html(demo: &Demo<'_>, domains: &[DomainKind], report: &DemoReport) -> 
          td,th{border:1px solid #ccc;padding:4px 8px}img.sample{width:112px;image-rendering:pixelated}\
          .plots img{width:320px}</style></head><body>",
     );
-    html.push_str("<h1>adamllm demo report</h1><pre>");
-    html.push_str(&escape(&report.markdown));
-    html.push_str("</pre><h2>Loss curves</h2><div class=\"plots\">");
+    html.push_str(&markdown_html(&report.markdown));
+    html.push_str("<h2>Loss curves</h2><div class=\"plots\">");
     for summary in demo.state.finished.values() {
         if let Some(plot) = summary.get("plot").and_then(Value::as_str) {
             html.push_str(&format!(
@@ -1461,6 +1473,25 @@ pub fn read_state(out: &Path) -> Result<DemoState, FileError> {
 mod tests {
     use super::*;
     use crate::train::trainer::Quiet;
+
+    #[test]
+    fn report_markdown_becomes_html_tables_and_quoted_html_stays_text() {
+        let html = markdown_html(
+            "## biomed\n\n| ablation | acc |\n| --- | ---: |\n| caption only | 25.0 |\n\n\
+             - a claim: holds <img src=\"http://x\">\n",
+        );
+        assert!(html.contains("<h2>biomed</h2>"), "{html}");
+        assert!(
+            html.contains("<table>") && html.contains("<th>ablation</th>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td style=\"text-align: right\">25.0</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<li>a claim: holds &lt;img"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+    }
 
     struct Silent(Quiet);
     impl DemoObserver for Silent {
