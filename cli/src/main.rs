@@ -81,13 +81,20 @@ impl DeviceArgs {
     /// Selects the device and checks the dtype against it.
     pub fn select(&self) -> Result<SelectedDevice> {
         let selected = select_device(self.device)?;
+        self.check_dtype(&selected)?;
+        Ok(selected)
+    }
+
+    /// Refuses `--dtype f16` on a device without f16 arithmetic (every device of `train
+    /// --devices` is checked, so no replica computes in another precision).
+    pub fn check_dtype(&self, selected: &SelectedDevice) -> Result<()> {
         if self.dtype == DType::F16 && !selected.supports_f16 {
             bail!(
                 "--dtype f16 is not supported on {} (no shader-f16); use --dtype f32",
                 selected.description
             );
         }
-        Ok(selected)
+        Ok(())
     }
 }
 

@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use adamllm::burn::tensor::DType;
 use adamllm::data::dataset_info::DatasetLayout;
-use adamllm::device::{SelectedDevice, select_devices};
+use adamllm::device::select_devices;
 use adamllm::models::files::ModelFiles;
 use adamllm::train::llamafactory::{
     EXPORT_CONFIG_FILE, ExportRequest, export_llamafactory, is_llamafactory_config,
@@ -71,21 +70,6 @@ pub struct TrainArgs {
     pub devices: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
-}
-
-/// Every device of `--devices` must compute `dtype` (a replica in another precision would
-/// not give the same gradients).
-fn check_same_dtype(devices: &[SelectedDevice], dtype: DType) -> Result<()> {
-    if dtype == DType::F16
-        && let Some(lacking) = devices.iter().find(|d| !d.supports_f16)
-    {
-        bail!(
-            "--dtype f16 with --devices: {} has no f16 arithmetic (no shader-f16) while \
-             others do; every device must compute the same dtype: use --dtype f32 or other devices",
-            lacking.description
-        );
-    }
-    Ok(())
 }
 
 fn recipe_help() -> String {
@@ -295,7 +279,9 @@ pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
     let (selected, replica_devices) = match &args.devices {
         Some(list) => {
             let mut devices = select_devices(list).map_err(anyhow::Error::msg)?;
-            check_same_dtype(&devices, args.device.dtype)?;
+            for device in &devices {
+                args.device.check_dtype(device)?;
+            }
             let first = devices.remove(0);
             (first, devices.into_iter().map(|d| d.device).collect())
         }

@@ -312,44 +312,45 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, DeviceError
 /// twice is refused (two replicas on one GPU only cost memory); `cpu` may repeat, which runs
 /// several replicas on the CPU (how the data-parallel path is tested).
 pub fn select_devices(text: &str) -> Result<Vec<SelectedDevice>, String> {
-    let items: Vec<String> = text
-        .split(',')
-        .map(|item| item.trim().to_ascii_lowercase())
-        .collect();
-    // Names first, all of them, so a bad list is refused before any adapter is opened.
-    for (i, item) in items.iter().enumerate() {
+    // Every name is read first, so a bad list is refused before any adapter is opened.
+    let mut parsed: Vec<(String, DeviceChoice, Option<usize>)> = Vec::new();
+    for item in text.split(',').map(|item| item.trim().to_ascii_lowercase()) {
         if item.is_empty() {
             return Err(format!(
                 "--devices {text:?}: an empty name; list devices as cpu,cpu or wgpu:0,wgpu:1"
             ));
         }
-        if item != "cpu" && item != "flex" && items[..i].contains(item) {
+        if item != "cpu" && item != "flex" && parsed.iter().any(|(seen, ..)| *seen == item) {
             return Err(format!(
                 "--devices {text:?}: {item} is named twice; give each GPU once (only cpu may \
                  repeat, to test on one machine)"
             ));
         }
-        let name = item.split_once(':').map_or(item.as_str(), |(name, _)| name);
+        let (name, index) = match item.split_once(':') {
+            Some((name, index)) => (name, Some(index)),
+            None => (item.as_str(), None),
+        };
         let choice: DeviceChoice = name.parse()?;
-        if let Some((_, index)) = item.split_once(':') {
-            if choice != DeviceChoice::Wgpu {
+        let index = match index {
+            None => None,
+            Some(_) if choice != DeviceChoice::Wgpu => {
                 return Err(format!(
                     "--devices: {item}: only wgpu takes an index (wgpu:0, wgpu:1, ...)"
                 ));
             }
-            index
-                .parse::<usize>()
-                .map_err(|_| format!("--devices: {item}: the index must be a number"))?;
-        }
+            Some(index) => Some(
+                index
+                    .parse::<usize>()
+                    .map_err(|_| format!("--devices: {item}: the index must be a number"))?,
+            ),
+        };
+        parsed.push((item.clone(), choice, index));
     }
-    items
-        .iter()
-        .map(|item| match item.split_once(':') {
-            Some((_, index)) => {
-                let index = index.parse().expect("checked above");
-                discrete_gpu(index).map_err(|e| format!("--devices: {item}: {e}"))
-            }
-            None => select_device(item.parse()?).map_err(|e| format!("--devices: {e}")),
+    parsed
+        .into_iter()
+        .map(|(item, choice, index)| match index {
+            Some(index) => discrete_gpu(index).map_err(|e| format!("--devices: {item}: {e}")),
+            None => select_device(choice).map_err(|e| format!("--devices: {e}")),
         })
         .collect()
 }

@@ -111,21 +111,30 @@ fn device_pass(
     seed_of: Option<&(dyn Fn(usize) -> u64 + Sync)>,
 ) -> Result<DeviceGrads, TrainError> {
     let mut accumulator = GradientsAccumulator::new();
-    let mut losses = Vec::new();
-    for k in (device..micro_batches).step_by(devices) {
+    let ks: Vec<usize> = (device..micro_batches).step_by(devices).collect();
+    let mut losses = Vec::with_capacity(ks.len());
+    for &k in &ks {
         if let Some(seed_of) = seed_of {
             model.device.seed(seed_of(k));
         }
         let (batch, labels) = make_batch(k)?;
         let (loss_sum, _) = model.loss_sum(&batch, &labels)?;
         let loss = loss_sum / step_tokens.max(1) as f64;
-        losses.push((
-            k,
-            f64::from(tensor_to_vec(loss.clone().detach().inner())[0]),
-        ));
+        losses.push(loss.clone().detach());
         let grads = GradientsParams::from_grads(loss.backward(), &model.network);
         accumulator.accumulate(&model.network, grads);
     }
+    // One read-back per device and step, as one device does for its step.
+    let values = if losses.is_empty() {
+        Vec::new()
+    } else {
+        tensor_to_vec(Tensor::cat(losses, 0).inner())
+    };
+    let losses = ks
+        .into_iter()
+        .zip(values)
+        .map(|(k, l)| (k, f64::from(l)))
+        .collect();
     Ok((accumulator.grads(), losses))
 }
 
