@@ -100,8 +100,11 @@ impl ModuleMapper for CopyTrainable<'_> {
 /// The gradient sum of one device over its micro-batches, and each micro-batch's loss.
 type DeviceGrads = (GradientsParams, Vec<(usize, f64)>);
 
-/// Forward and backward of the micro-batches `k ≡ device (mod devices)` on `model`.
-fn device_pass(
+/// Forward and backward of the micro-batches `k ≡ device (mod devices)` on `model`: each
+/// one's summed loss divided by `step_tokens` (the supervised tokens of the whole step)
+/// before its backward pass, the gradients summed. With `seed_of`, the device generator is
+/// seeded before each micro-batch. One device is `device` 0 of 1.
+pub(crate) fn device_pass(
     model: &Model,
     device: usize,
     devices: usize,
@@ -152,7 +155,7 @@ pub enum Schedule {
 /// device generator before micro-batch `k` when `schedule` is sequential.
 #[allow(clippy::too_many_arguments)]
 pub fn parallel_step(
-    mut model: Model,
+    model: Model,
     replicas: &mut Replicas,
     optimizer: &mut AdamW,
     micro_batches: usize,
@@ -206,10 +209,30 @@ pub fn parallel_step(
     }
     losses.sort_by_key(|(k, _)| *k);
     let loss = losses.iter().map(|(_, l)| l).sum();
-    let grads = accumulator.grads();
+    let (model, grad_norm) = apply_gradients(
+        model,
+        accumulator.grads(),
+        optimizer,
+        lr,
+        max_grad_norm,
+        group_of,
+    );
+    replicas.sync_trainable(&model);
+    Ok((model, StepOutcome { loss, grad_norm }))
+}
+
+/// Clips the step's summed gradients by their global norm and applies AdamW; returns the
+/// updated model and the norm before clipping.
+pub(crate) fn apply_gradients(
+    mut model: Model,
+    grads: GradientsParams,
+    optimizer: &mut AdamW,
+    lr: f64,
+    max_grad_norm: f64,
+    group_of: impl Fn(&str) -> ParamGroup,
+) -> (Model, f64) {
     let grad_norm = global_grad_norm(&model.network, &grads);
     let scale = clip_factor(grad_norm, max_grad_norm);
     model.network = optimizer.step(model.network, grads, lr, scale, group_of);
-    replicas.sync_trainable(&model);
-    Ok((model, StepOutcome { loss, grad_norm }))
+    (model, grad_norm)
 }

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use web_time::Instant;
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{DType, Device, Tensor};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -17,13 +16,10 @@ use super::data::{
     DataOptions, SkippedSample, TrainData, TrainSample, epoch_order, micro_batch,
     read_train_file_as,
 };
-use super::data_parallel::{Replicas, Schedule, parallel_step};
+use super::data_parallel::{Replicas, Schedule, apply_gradients, device_pass, parallel_step};
 use super::lora::{LoraSettings, attach_lora, merge_lora, save_peft_adapter};
 use super::metrics_log::{MetricRow, MetricsLog, read_metrics};
-use super::optimizer::{
-    AdamW, AdamWSettings, ParamGroup, clip_factor, global_grad_norm, trainable_numel,
-    trainable_params,
-};
+use super::optimizer::{AdamW, AdamWSettings, ParamGroup, trainable_numel, trainable_params};
 use super::plot::plot_loss_curve;
 use super::recipe::{FinetuningType, MaskMode, TrainRecipe, hex};
 use super::run_dir::{DataPosition, LossRecord, RunDir, RunDirError, TrainerState};
@@ -545,37 +541,30 @@ pub struct StepOutcome {
 /// each micro-batch's summed loss is divided by `step_tokens` (the supervised tokens of the
 /// whole step) before its backward pass, gradients are summed, clipped by global norm and
 /// applied with AdamW. `seed_of(k)` seeds the device RNG (dropout) before micro-batch `k`.
+/// (The one-device case of [`super::data_parallel`], with the same pass and update.)
 #[allow(clippy::too_many_arguments)]
 pub fn accumulate_and_step(
-    mut model: Model,
+    model: Model,
     optimizer: &mut AdamW,
     micro_batches: usize,
     step_tokens: usize,
-    mut micro_batch_at: impl FnMut(usize) -> Result<(TokenBatch, Vec<Vec<i64>>), TrainError>,
+    micro_batch_at: impl Fn(usize) -> Result<(TokenBatch, Vec<Vec<i64>>), TrainError> + Sync,
     lr: f64,
     max_grad_norm: f64,
-    seed_of: impl Fn(usize) -> u64,
+    seed_of: impl Fn(usize) -> u64 + Sync,
     group_of: impl Fn(&str) -> ParamGroup,
 ) -> Result<(Model, StepOutcome), TrainError> {
-    let mut accumulator = GradientsAccumulator::new();
-    let mut losses = Vec::with_capacity(micro_batches);
-    for k in 0..micro_batches {
-        model.device.seed(seed_of(k));
-        let (batch, labels) = micro_batch_at(k)?;
-        let (loss_sum, _) = model.loss_sum(&batch, &labels)?;
-        let loss = loss_sum / step_tokens.max(1) as f64;
-        losses.push(loss.clone().detach());
-        let grads = GradientsParams::from_grads(loss.backward(), &model.network);
-        accumulator.accumulate(&model.network, grads);
-    }
-    let loss = tensor_to_vec(Tensor::cat(losses, 0).inner())
-        .iter()
-        .map(|&x| x as f64)
-        .sum();
-    let grads = accumulator.grads();
-    let grad_norm = global_grad_norm(&model.network, &grads);
-    let scale = clip_factor(grad_norm, max_grad_norm);
-    model.network = optimizer.step(model.network, grads, lr, scale, group_of);
+    let (grads, losses) = device_pass(
+        &model,
+        0,
+        1,
+        micro_batches,
+        step_tokens,
+        &micro_batch_at,
+        Some(&seed_of),
+    )?;
+    let loss = losses.iter().map(|(_, l)| l).sum();
+    let (model, grad_norm) = apply_gradients(model, grads, optimizer, lr, max_grad_norm, group_of);
     Ok((model, StepOutcome { loss, grad_norm }))
 }
 
