@@ -14,7 +14,6 @@ mod train_cmd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use adamllm::burn::tensor::DType;
 use adamllm::data::conversation::{Conversation, Message, Role};
 use adamllm::device::{DeviceChoice, SelectedDevice, list_adapters, select_device};
 #[cfg(feature = "benchmark-files")]
@@ -37,6 +36,7 @@ use adamllm::models::image::ImageOptions;
 use adamllm::models::prompt::LabelMode;
 use adamllm::models::registry::{family_of_preset, preset_names};
 use adamllm::models::{LoadOptions, Model};
+use adamllm::precision::{DTypeChoice, DtypeSupport, resolve_dtype};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
@@ -55,9 +55,11 @@ pub struct DeviceArgs {
     /// vulkan, metal or dx12.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceChoice,
-    /// Float precision of weights and activations: f32 or f16 (where the device supports it).
-    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
-    pub dtype: DType,
+    /// Float precision of weights and activations: auto (the checkpoint's half precision
+    /// where the device computes it, else f32; the default), f32, f16 or bf16 (CPU only).
+    /// For `train`, the dtype of the frozen base (the recipe's `dtype`, default f32).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<DTypeChoice>,
     /// Chat template by name, overriding the model family's own prompt: qwen2_vl, chatml,
     /// llama3 (= llava_next_llama3), llava_llama_3 (the AdaMLLM authors' LLaVA prompt) or
     /// folder (the model folder's Jinja template).
@@ -69,12 +71,8 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse()
 }
 
-fn parse_dtype(s: &str) -> Result<DType, String> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        other => Err(format!("unknown dtype {other:?}; expected f32 or f16")),
-    }
+fn parse_dtype(s: &str) -> Result<DTypeChoice, String> {
+    s.parse()
 }
 
 impl DeviceArgs {
@@ -85,14 +83,13 @@ impl DeviceArgs {
         Ok(selected)
     }
 
-    /// Refuses `--dtype f16` on a device without f16 arithmetic (every device of `train
-    /// --devices` is checked, so no replica computes in another precision).
+    /// Refuses `--dtype f16` or `bf16` on a device without that arithmetic, naming the
+    /// alternative (every device of `train --devices` is checked, so no replica computes in
+    /// another precision).
     pub fn check_dtype(&self, selected: &SelectedDevice) -> Result<()> {
-        if self.dtype == DType::F16 && !selected.supports_f16 {
-            bail!(
-                "--dtype f16 is not supported on {} (no shader-f16); use --dtype f32",
-                selected.description
-            );
+        if let Some(choice) = self.dtype {
+            let support = DtypeSupport::of(&selected.device);
+            resolve_dtype(choice, None, support, &selected.description)?;
         }
         Ok(())
     }
@@ -327,10 +324,13 @@ fn main() -> ExitCode {
 fn load_model(dir: &std::path::Path, device: &DeviceArgs) -> Result<(Model, SelectedDevice)> {
     let selected = device.select()?;
     let options = LoadOptions {
-        dtype: device.dtype,
+        dtype: device.dtype.unwrap_or_default(),
         template: device.template.clone(),
     };
     let model = Model::load_with(dir, &selected.device, &options)?;
+    if let Some(note) = &model.dtype_note {
+        eprintln!("note: {note}");
+    }
     Ok((model, selected))
 }
 
@@ -623,7 +623,8 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"text": text, "token_ids": g.token_ids,
-                        "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens})
+                        "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
+                        "dtype": adamllm::precision::dtype_name(model.dtype)})
                 );
             } else {
                 println!("{text}");

@@ -276,16 +276,22 @@ pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
         );
         return Ok(());
     }
+    // `--dtype` is the recipe's `dtype` here (taken out with the other recipe flags); every
+    // device is checked, so no replica computes in another precision.
+    let dtype_args = DeviceArgs {
+        dtype: Some(recipe.dtype),
+        ..args.device.clone()
+    };
     let (selected, replica_devices) = match &args.devices {
         Some(list) => {
             let mut devices = select_devices(list).map_err(anyhow::Error::msg)?;
             for device in &devices {
-                args.device.check_dtype(device)?;
+                dtype_args.check_dtype(device)?;
             }
             let first = devices.remove(0);
             (first, devices.into_iter().map(|d| d.device).collect())
         }
-        None => (args.device.select()?, Vec::new()),
+        None => (dtype_args.select()?, Vec::new()),
     };
     let request = TrainRequest {
         model_dir: model,

@@ -605,3 +605,51 @@ fn a_session_without_xdg_runtime_dir_prints_no_error() {
     assert!(!stderr(&o).contains("error"), "{}", stderr(&o));
     assert!(stdout(&o).contains("device:"), "{}", stdout(&o));
 }
+
+#[test]
+fn a_bf16_checkpoint_runs_in_the_dtype_each_device_computes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    let m = model.to_str().unwrap();
+    let o = run(&["init", "--out", m, "--preset", "tiny", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = model.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("\"float32\""), "{text}");
+    std::fs::write(&config, text.replace("\"float32\"", "\"bfloat16\"")).unwrap();
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", m, "--prompt", "Hello"];
+        args.extend(["--max-new-tokens", "3", "--json"]);
+        args.extend(extra);
+        run(&args)
+    };
+    let dtype_of = |o: &Output| -> String {
+        assert!(o.status.success(), "{}", stderr(o));
+        let v: serde_json::Value = serde_json::from_str(stdout(o).trim()).unwrap();
+        assert!(v["token_ids"].as_array().unwrap().len() <= 3, "{v}");
+        v["dtype"].as_str().unwrap().to_string()
+    };
+    // auto: the checkpoint's bf16 on the CPU, silently; f32 when asked.
+    let o = generate(&["--device", "cpu"]);
+    assert_eq!(dtype_of(&o), "bf16");
+    assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
+    assert_eq!(
+        dtype_of(&generate(&["--device", "cpu", "--dtype", "f32"])),
+        "f32"
+    );
+    // WGSL has no bf16: auto converts (f16 where the adapter has shader-f16) and says why;
+    // asking for bf16 there is refused with the alternative.
+    let o = generate(&["--device", "wgpu"]);
+    let converted = dtype_of(&o);
+    assert!(converted == "f16" || converted == "f32", "{converted}");
+    let e = stderr(&o);
+    assert!(
+        e.contains("note: the checkpoint is bf16; ")
+            && e.contains(&format!("computes it in {converted}")),
+        "{e}"
+    );
+    expect_failure(
+        &generate(&["--device", "wgpu", "--dtype", "bf16"]),
+        &["--dtype bf16 is not supported on", "no bf16 arithmetic"],
+    );
+}

@@ -483,3 +483,108 @@ fn a_killed_two_device_run_resumes_bit_for_bit() {
         "final weights differ"
     );
 }
+
+/// The `dtype` of every tensor in a safetensors file's header.
+fn stored_dtypes(file: &Path) -> std::collections::BTreeSet<String> {
+    let bytes = std::fs::read(file).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, v)| v["dtype"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn half_precision_bases_train_like_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let train = |out: &Path, mode: &str, lr: &str, steps: &str, extra: &[&str]| {
+        let mut args = vec!["train", "--model", m, "--data", d, "--out"];
+        args.push(out.to_str().unwrap());
+        args.extend(["--finetuning-type", mode, "--lora-rank", "8"]);
+        args.extend(["--learning-rate", lr, "--per-device-train-batch-size", "4"]);
+        args.extend([
+            "--max-steps",
+            steps,
+            "--save-steps",
+            steps,
+            "--logging-steps",
+            "1",
+        ]);
+        args.extend(["--image-min-pixels", "3136", "--image-max-pixels", "3136"]);
+        args.extend(extra);
+        run(&args)
+    };
+    // LoRA over a frozen half-precision base; full fine-tuning of f32 master weights (the
+    // vision tower too) over half-precision activations.
+    for (mode, lr, steps, extra) in [
+        ("lora", "1e-2", "60", vec![]),
+        ("full", "1e-3", "20", vec!["--freeze-vision-tower", "false"]),
+    ] {
+        let f32_run = tmp.path().join(format!("{mode}-f32"));
+        let mut args = vec!["--device", "cpu"];
+        args.extend(&extra);
+        let o = train(&f32_run, mode, lr, steps, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let reference = step_metrics(&f32_run);
+        for dtype in ["bf16", "f16"] {
+            let out = tmp.path().join(format!("{mode}-{dtype}"));
+            let mut args = vec!["--device", "cpu", "--dtype", dtype];
+            args.extend(&extra);
+            let o = train(&out, mode, lr, steps, &args);
+            assert!(o.status.success(), "{mode} {dtype}: {}", stderr(&o));
+            let steps = step_metrics(&out);
+            // Step 1 is a forward pass of the untouched base: half precision within 1%.
+            let (first, first_f32) = (steps[0].0, reference[0].0);
+            assert!(
+                (first - first_f32).abs() <= 1e-2 * first_f32,
+                "{mode} {dtype}: first loss {first} vs f32 {first_f32}"
+            );
+            // The memorization run ends within 5% of the f32 run's final loss.
+            let (last, last_f32) = (steps.last().unwrap().0, reference.last().unwrap().0);
+            assert!(
+                (last - last_f32).abs() <= 0.05 * last_f32,
+                "{mode} {dtype}: final loss {last} vs f32 {last_f32}"
+            );
+            assert!(
+                last < 0.9 * first,
+                "{mode} {dtype}: the loss only went from {first} to {last}"
+            );
+            // The exported model keeps the base's dtype.
+            let stored = stored_dtypes(&out.join("model/model.safetensors"));
+            let expected = if dtype == "bf16" { "BF16" } else { "F16" };
+            assert_eq!(stored.into_iter().collect::<Vec<_>>(), [expected]);
+            // f16 records its loss scale on every row.
+            let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+            for line in metrics.lines() {
+                let row: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(row.get("loss_scale").is_some(), dtype == "f16", "{line}");
+            }
+        }
+    }
+    // A dtype the device cannot compute in is named before anything is written.
+    let bad = tmp.path().join("bad");
+    let o = train(
+        &bad,
+        "lora",
+        "1e-3",
+        "2",
+        &["--device", "wgpu", "--dtype", "bf16"],
+    );
+    expect_failure(&o, &["--dtype bf16 is not supported", "no bf16 arithmetic"]);
+    assert!(!bad.exists());
+    let o = train(
+        &bad,
+        "lora",
+        "1e-3",
+        "2",
+        &["--device", "cpu", "--dtype", "f8"],
+    );
+    expect_failure(&o, &["unknown dtype \"f8\"", "auto, f32, f16, bf16"]);
+    assert!(!bad.exists());
+}

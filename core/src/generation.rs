@@ -181,7 +181,7 @@ pub async fn generate_async(
         let inputs = model.attention_inputs(&positions, &key_mask, cached);
         let ids: Vec<i64> = chosen.iter().map(|&t| t as i64).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), &model.device);
-        let embeds = model.text().embed(ids);
+        let embeds = model.text().embed(ids, model.dtype);
         let hidden = model.text().decode(embeds, &inputs, Some(&mut cache));
         logits = model
             .text()

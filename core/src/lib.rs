@@ -22,6 +22,7 @@ pub mod kernels;
 pub mod limits;
 pub mod loss;
 pub mod models;
+pub mod precision;
 pub mod shard;
 pub mod synth;
 pub mod train;

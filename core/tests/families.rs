@@ -206,7 +206,7 @@ fn a_failing_chat_template_is_named_with_its_line() {
     );
     // --template llama3 gives it one.
     let options = LoadOptions {
-        dtype: DType::F32,
+        dtype: adamllm::precision::DTypeChoice::F32,
         template: Some("llama3".into()),
     };
     let model = Model::load_with(&dir, &Device::flex(), &options).unwrap();
@@ -220,7 +220,7 @@ fn a_failing_chat_template_is_named_with_its_line() {
         "{text}"
     );
     let bad = LoadOptions {
-        dtype: DType::F32,
+        dtype: adamllm::precision::DTypeChoice::F32,
         template: Some("vicuna".into()),
     };
     let err = Model::load_with(&dir, &Device::flex(), &bad)

@@ -181,7 +181,7 @@ fn check_case(
             panic!("{tag}: not a LLaVA-NeXT network")
         };
         let refs: Vec<&ProcessedImage> = images.iter().collect();
-        let feats = tensor_to_vec(net.image_features(&refs).unwrap());
+        let feats = tensor_to_vec(net.image_features(&refs, burn::tensor::DType::F32).unwrap());
         let d = max_abs_diff(&feats, reference["image_features"].f32());
         assert!(d <= TOL, "{tag}: image features differ by {d}");
     }

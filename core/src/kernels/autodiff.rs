@@ -80,11 +80,12 @@ impl<B: Backend + FusedOps> Backward<B, 2> for CrossEntropyBackward {
             saved_logits,
             grad,
             chunk,
+            node_weight.is_some(),
         );
         if let Some(node) = node_hidden {
             grads.register::<B>(node.id, hidden_grad);
         }
-        if let Some(node) = node_weight {
+        if let (Some(node), Some(weight_grad)) = (node_weight, weight_grad) {
             grads.register::<B>(node.id, weight_grad);
         }
     }

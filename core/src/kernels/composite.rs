@@ -3,6 +3,16 @@
 
 use burn::backend::tensor::{FloatTensor, IndexingUpdateOp, IntTensor};
 use burn::backend::{Backend, Scalar, Shape, Slice, TensorMetadata};
+use burn::tensor::{DType, FloatDType};
+
+/// `x` in `dtype` (itself when it already is).
+fn cast_to<B: Backend>(x: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        B::float_cast(x, FloatDType::from(dtype))
+    }
+}
 
 /// `[1, …, 1, dim]`: a per-channel vector shaped to broadcast against a rank-`rank` tensor.
 fn channel_shape(rank: usize, dim: usize) -> Shape {
@@ -134,6 +144,7 @@ fn row_range(start: usize, end: usize) -> [Slice; 2] {
 
 /// Summed cross-entropy of `hidden · weight` (`[n, h] · [h, vocab]`) against `targets`
 /// (`[n, 1]`), `chunk` rows at a time so that only `[chunk, vocab]` logits exist at once.
+/// Whatever the inputs' dtype, the logits are upcast and the results are f32.
 /// Returns the sum (`[1]`), each row's log-sum-exp (`[n, 1]`), which the backward pass reuses,
 /// and, when all rows fit in one chunk, that chunk's logits (the backward pass then needs no
 /// second matmul; they are no bigger than a chunk).
@@ -149,7 +160,11 @@ pub fn linear_cross_entropy<B: Backend>(
     let mut single_chunk_logits = None;
     for start in (0..rows).step_by(chunk.max(1)) {
         let range = row_range(start, (start + chunk).min(rows));
-        let logits = B::float_matmul(B::float_slice(hidden.clone(), &range), weight.clone());
+        // Half-precision logits are upcast: the log-sum-exp and the sum run in f32.
+        let logits = cast_to::<B>(
+            B::float_matmul(B::float_slice(hidden.clone(), &range), weight.clone()),
+            DType::F32,
+        );
         if rows <= chunk {
             single_chunk_logits = Some(logits.clone());
         }
@@ -168,10 +183,12 @@ pub fn linear_cross_entropy<B: Backend>(
     (total, B::float_cat(log_sum_exps, 0), single_chunk_logits)
 }
 
-/// Gradients of [`linear_cross_entropy`]'s sum for `hidden` (`[n, h]`) and `weight`
-/// (`[h, vocab]`), scaled by the upstream gradient `grad` (`[1]`). Each chunk's logits are
+/// Gradients of [`linear_cross_entropy`]'s sum for `hidden` (`[n, h]`) and, when
+/// `weight_grad_needed` (a trainable head), `weight` (`[h, vocab]`), scaled by the upstream gradient `grad` (`[1]`). Each chunk's logits are
 /// recomputed (or taken from `saved_logits` when there is one chunk):
-/// `dlogits = grad · (softmax − onehot(target))`.
+/// `dlogits = grad · (softmax − onehot(target))`, computed in f32 and cast to `hidden`'s dtype
+/// for the two matmuls.
+#[allow(clippy::too_many_arguments)]
 pub fn linear_cross_entropy_grads<B: Backend>(
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
@@ -180,9 +197,11 @@ pub fn linear_cross_entropy_grads<B: Backend>(
     saved_logits: Option<FloatTensor<B>>,
     grad: FloatTensor<B>,
     chunk: usize,
-) -> (FloatTensor<B>, FloatTensor<B>) {
+    weight_grad_needed: bool,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
     let rows = hidden.shape()[0];
-    let grad = B::float_reshape(grad, Shape::from(vec![1, 1]));
+    let dtype = hidden.dtype();
+    let grad = cast_to::<B>(B::float_reshape(grad, Shape::from(vec![1, 1])), DType::F32);
     let weight_t = B::float_transpose(weight.clone());
     let mut hidden_grads = Vec::new();
     let mut weight_grad: Option<FloatTensor<B>> = None;
@@ -192,7 +211,7 @@ pub fn linear_cross_entropy_grads<B: Backend>(
         let h = B::float_slice(hidden.clone(), &range);
         let logits = match (&saved_logits, rows <= chunk) {
             (Some(logits), true) => logits.clone(),
-            _ => B::float_matmul(h.clone(), weight.clone()),
+            _ => cast_to::<B>(B::float_matmul(h.clone(), weight.clone()), DType::F32),
         };
         let lse = B::float_slice(log_sum_exp.clone(), &range);
         let probs = B::float_exp(B::float_sub(logits, lse));
@@ -202,19 +221,21 @@ pub fn linear_cross_entropy_grads<B: Backend>(
             &probs.device(),
             probs.dtype().into(),
         ));
-        let dlogits = B::float_mul(
-            B::float_scatter(1, probs, t, minus_one, IndexingUpdateOp::Add),
-            grad.clone(),
+        let dlogits = cast_to::<B>(
+            B::float_mul(
+                B::float_scatter(1, probs, t, minus_one, IndexingUpdateOp::Add),
+                grad.clone(),
+            ),
+            dtype,
         );
         hidden_grads.push(B::float_matmul(dlogits.clone(), weight_t.clone()));
-        let part = B::float_matmul(B::float_transpose(h), dlogits);
-        weight_grad = Some(match weight_grad {
-            Some(sum) => B::float_add(sum, part),
-            None => part,
-        });
+        if weight_grad_needed {
+            let part = B::float_matmul(B::float_transpose(h), dlogits);
+            weight_grad = Some(match weight_grad {
+                Some(sum) => B::float_add(sum, part),
+                None => part,
+            });
+        }
     }
-    (
-        B::float_cat(hidden_grads, 0),
-        weight_grad.expect("linear_cross_entropy needs at least one row"),
-    )
+    (B::float_cat(hidden_grads, 0), weight_grad)
 }

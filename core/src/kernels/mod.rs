@@ -205,6 +205,8 @@ pub fn linear_cross_entropy_sum(
     targets: &[i64],
 ) -> Tensor<1> {
     let targets = target_column(targets, &hidden.device());
+    // An f32 master head over half-precision hidden states computes in theirs.
+    let weight = crate::models::layers::in_dtype(weight, hidden.dtype());
     if !fused_ops_enabled() {
         return composite_linear_cross_entropy_sum(hidden, weight, targets);
     }
@@ -234,6 +236,7 @@ pub fn target_column(targets: &[i64], device: &Device) -> Tensor<2, Int> {
 
 /// Summed cross-entropy of `[n, vocab]` logits against `targets` (`[n, 1]`).
 pub fn cross_entropy_sum(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let logits = crate::models::layers::in_dtype(logits, burn::tensor::DType::F32);
     let log_probs = burn::tensor::activation::log_softmax(logits, 1);
     log_probs.gather(1, targets).neg().sum().reshape([1])
 }

@@ -161,6 +161,7 @@ pub fn scatter_features(
         }
     }
     let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b * l]), &device);
+    let features = crate::models::layers::in_dtype(features, embeds.dtype());
     let combined = Tensor::cat(vec![embeds.reshape([b * l, hidden]), features], 0);
     combined.select(0, index).reshape([b, l, hidden])
 }

@@ -345,6 +345,19 @@ pub enum StorageDtype {
     F32,
     /// bfloat16 (what HF releases use).
     Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl StorageDtype {
+    /// The storage dtype keeping a model's `dtype` (f32 for anything but the half types).
+    pub fn of(dtype: burn::tensor::DType) -> Self {
+        match dtype {
+            burn::tensor::DType::BF16 => Self::Bf16,
+            burn::tensor::DType::F16 => Self::F16,
+            _ => Self::F32,
+        }
+    }
 }
 
 /// One tensor to write: HF name, HF shape and row-major f32 values.
@@ -400,6 +413,13 @@ pub fn write_safetensors(
                         .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
                         .collect(),
                 ),
+                StorageDtype::F16 => (
+                    Dtype::F16,
+                    t.values
+                        .iter()
+                        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                ),
             };
             (
                 t.name.clone(),
@@ -431,6 +451,7 @@ pub fn write_safetensors_streaming(
     let (dt, width) = match dtype {
         StorageDtype::F32 => ("F32", 4usize),
         StorageDtype::Bf16 => ("BF16", 2usize),
+        StorageDtype::F16 => ("F16", 2usize),
     };
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
@@ -468,6 +489,10 @@ pub fn write_safetensors_streaming(
                 StorageDtype::Bf16 => v
                     .iter()
                     .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
+                StorageDtype::F16 => v
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
                     .collect(),
             };
             w.write_all(&bytes)?;

@@ -9,12 +9,12 @@
 //! `Qwen2VLAttention` / `Qwen2MLP` (`modeling_qwen2_vl.py`).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::activation::silu;
+use burn::tensor::{DType, Int, Tensor};
 
 use crate::io::FileError;
 use crate::models::init::{Init, LayoutEntry};
-use crate::models::layers::{Linear, RmsNorm, WeightLoader, apply_rotary};
+use crate::models::layers::{Linear, RmsNorm, WeightLoader, apply_rotary, in_dtype, softmax_f32};
 
 /// The shapes and bias choices of a decoder, from the family's config.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,7 +162,7 @@ impl Attention {
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()) + inputs.mask.clone();
-        let probs = softmax(scores, 3);
+        let probs = softmax_f32(scores, 3);
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, l, h * d]);
         self.o_proj.forward(out)
     }
@@ -329,9 +329,13 @@ impl TextModel {
         }
     }
 
-    /// Looks up token embeddings `[batch, len, hidden]`.
-    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        burn::tensor::module::embedding(self.embed_tokens.val(), ids)
+    /// Looks up token embeddings `[batch, len, hidden]` in `dtype` (the model's compute dtype;
+    /// a trainable table is kept in f32).
+    pub fn embed(&self, ids: Tensor<2, Int>, dtype: DType) -> Tensor<3> {
+        in_dtype(
+            burn::tensor::module::embedding(self.embed_tokens.val(), ids),
+            dtype,
+        )
     }
 
     /// Runs the decoder stack and the final norm over input embeddings.
@@ -367,7 +371,10 @@ impl TextModel {
     pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => burn::tensor::module::linear(hidden, self.embed_tokens.val().transpose(), None),
+            None => {
+                let table = in_dtype(self.embed_tokens.val(), hidden.dtype());
+                burn::tensor::module::linear(hidden, table.transpose(), None)
+            }
         }
     }
 }

@@ -107,7 +107,7 @@ fn is_weight_file(name: &str) -> bool {
 
 /// Writes `model` as a Hugging Face model folder at `out`: the non-weight files of the folder
 /// it was loaded from (config, tokenizer, processor, chat template, generation config) and
-/// one `model.safetensors` in f32. The folder loads with every `adamllm` command and with
+/// one `model.safetensors` in the model's dtype (a bf16 model exports bf16). The folder loads with every `adamllm` command and with
 /// transformers' `from_pretrained`. Each file is written atomically.
 pub fn save_model_dir(model: &Model, out: &Path) -> Result<(), FileError> {
     std::fs::create_dir_all(out).map_err(|e| FileError::io(out, e))?;
@@ -125,7 +125,11 @@ pub fn save_model_dir(model: &Model, out: &Path) -> Result<(), FileError> {
         crate::io::write_json_atomic(&out.join("config.json"), &config)?;
     }
     let tensors = checkpoint_tensors(&model.network);
-    write_safetensors(&out.join(MODEL_FILE), &tensors, StorageDtype::F32)
+    write_safetensors(
+        &out.join(MODEL_FILE),
+        &tensors,
+        StorageDtype::of(model.dtype),
+    )
 }
 
 /// The checkpoint name of a language-model path under `prefix` (`""` for a causal LM,

@@ -26,6 +26,9 @@ use super::prompt::{IGNORE_INDEX, Processor};
 use super::qwen2_vl::config::GenerationConfig;
 use super::rope::{RopePositions, RopeSpec, rope_tables, sequential_positions};
 use crate::io::FileError;
+use crate::precision::{
+    DTypeChoice, DtypeSupport, UnsupportedDtype, checkpoint_dtype, resolve_dtype,
+};
 
 /// Additive mask value for disallowed attention (finite so fully masked rows stay finite).
 const MASKED: f32 = -1.0e9;
@@ -113,8 +116,9 @@ pub struct ModelSpec {
 /// How a folder is loaded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadOptions {
-    /// Float dtype of the weights and activations (f32 or f16).
-    pub dtype: DType,
+    /// Float dtype of the weights and activations; `auto` is resolved against the checkpoint
+    /// and the device by [`Model::load_files`] before a family sees it.
+    pub dtype: DTypeChoice,
     /// A `--template` name overriding the family's default chat template.
     pub template: Option<String>,
 }
@@ -122,19 +126,24 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            dtype: DType::F32,
+            dtype: DTypeChoice::F32,
             template: None,
         }
     }
 }
 
 impl LoadOptions {
-    /// f32 or f16 with the default template.
+    /// Exactly `dtype`, with the default template.
     pub fn dtype(dtype: DType) -> Self {
         Self {
-            dtype,
+            dtype: DTypeChoice::of(dtype),
             template: None,
         }
+    }
+
+    /// The dtype a family loads weights in (f32 for an unresolved `auto`).
+    pub fn weight_dtype(&self) -> DType {
+        self.dtype.exact().unwrap_or(DType::F32)
     }
 }
 
@@ -150,6 +159,9 @@ pub enum LoadModelError {
     /// A model id did not resolve in the Hugging Face cache.
     #[error(transparent)]
     Hub(#[from] super::hub::HubError),
+    /// The dtype asked for cannot be computed on the device.
+    #[error(transparent)]
+    Dtype(#[from] UnsupportedDtype),
 }
 
 /// A family's loader and built-in shapes.
@@ -191,6 +203,8 @@ pub struct Model {
     pub device: Device,
     /// Float dtype of the weights and activations.
     pub dtype: DType,
+    /// Why `dtype` differs from the checkpoint's, when `auto` had to convert.
+    pub dtype_note: Option<String>,
 }
 
 impl Model {
@@ -220,7 +234,20 @@ impl Model {
         if !files.is_present() {
             return Err(LoadModelError::MissingDir(files.root()));
         }
-        super::registry::family_of(files)?.load(files, device, options)
+        let family = super::registry::family_of(files)?;
+        let resolved = resolve_dtype(
+            options.dtype,
+            checkpoint_dtype(files),
+            DtypeSupport::of(device),
+            &format!("{device:?}"),
+        )?;
+        let options = LoadOptions {
+            dtype: DTypeChoice::of(resolved.dtype),
+            template: options.template.clone(),
+        };
+        let mut model = family.load(files, device, &options)?;
+        model.dtype_note = resolved.note;
+        Ok(model)
     }
 
     /// A loaded model from its parts; reads `generation_config.json` (defaults when absent).
@@ -240,6 +267,7 @@ impl Model {
             dir: files.root(),
             device: device.clone(),
             dtype,
+            dtype_note: None,
         })
     }
 
@@ -263,6 +291,7 @@ impl Model {
             dir: self.dir.clone(),
             device,
             dtype: self.dtype,
+            dtype_note: self.dtype_note.clone(),
         }
     }
 
@@ -326,7 +355,7 @@ impl Model {
             // read out of bounds.
             return Err(ForwardError::TokenOutOfVocabulary { id, vocab });
         }
-        let embeds = net.text().embed(batch.id_tensor(&self.device));
+        let embeds = net.text().embed(batch.id_tensor(&self.device), self.dtype);
         net.merge_images(embeds, batch)
     }
 
@@ -414,7 +443,7 @@ impl Model {
         }
         let n = rows.len();
         if n == 0 {
-            return Ok((Tensor::zeros([1], (&self.device, self.dtype)), 0));
+            return Ok((Tensor::zeros([1], (&self.device, DType::F32)), 0));
         }
         let hidden = out.hidden.reshape([b * l, self.spec.hidden_size]);
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &self.device);

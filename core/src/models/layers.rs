@@ -23,6 +23,20 @@ pub fn tensor_from_vec<const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), (device, dtype))
 }
 
+/// `t` in `dtype` (itself when it already is). Trainable weights are kept in f32 over a
+/// half-precision base and meet the activations through this cast; its backward pass casts the
+/// gradient back to f32.
+pub fn in_dtype<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
+}
+
+/// Softmax over `dim` computed in f32 and returned in the input's dtype (transformers' eager
+/// attention: `softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)`).
+pub fn softmax_f32<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    let dtype = x.dtype();
+    in_dtype(activation::softmax(in_dtype(x, DType::F32), dim), dtype)
+}
+
 /// Reads a float tensor back as f32 values (row-major).
 pub fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
@@ -180,21 +194,19 @@ impl Linear {
         }
     }
 
-    /// Applies the layer to the last dimension of `x`.
+    /// Applies the layer to the last dimension of `x`, in `x`'s dtype (an f32 master weight
+    /// over half-precision activations is cast to theirs). An adapter sees `x` in its own
+    /// dtype, as PEFT casts the input to `lora_A`'s, and its output is cast back.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let weight = in_dtype(self.weight.val(), dtype);
+        let bias = self.bias.as_ref().map(|b| in_dtype(b.val(), dtype));
         match &self.lora {
-            None => burn::tensor::module::linear(
-                x,
-                self.weight.val(),
-                self.bias.as_ref().map(|b| b.val()),
-            ),
+            None => burn::tensor::module::linear(x, weight, bias),
             Some(lora) => {
-                let dense = burn::tensor::module::linear(
-                    x.clone(),
-                    self.weight.val(),
-                    self.bias.as_ref().map(|b| b.val()),
-                );
-                dense + lora.forward(x)
+                let dense = burn::tensor::module::linear(x.clone(), weight, bias);
+                let adapter_dtype = lora.a.val().dtype();
+                dense + in_dtype(lora.forward(in_dtype(x, adapter_dtype)), dtype)
             }
         }
     }
@@ -255,9 +267,16 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// Normalizes the last dimension.
+    /// Normalizes the last dimension, in f32 whatever `x`'s dtype (as transformers upcasts),
+    /// returning `x`'s dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        crate::kernels::rms_norm(x, self.weight.val(), self.eps)
+        let dtype = x.dtype();
+        let normed = crate::kernels::rms_norm(
+            in_dtype(x, DType::F32),
+            in_dtype(self.weight.val(), DType::F32),
+            self.eps,
+        );
+        in_dtype(normed, dtype)
     }
 }
 
@@ -273,13 +292,17 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// Normalizes the last dimension.
+    /// Normalizes the last dimension, in f32 whatever `x`'s dtype, returning `x`'s dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = in_dtype(x, DType::F32);
         let mean = x.clone().mean_dim(D - 1);
         let centered = x - mean;
         let var = centered.clone().square().mean_dim(D - 1);
         let normed = centered / (var + self.eps).sqrt();
-        normed * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+        let weight = in_dtype(self.weight.val(), DType::F32);
+        let bias = in_dtype(self.bias.val(), DType::F32);
+        in_dtype(normed * weight.unsqueeze() + bias.unsqueeze(), dtype)
     }
 }
 

@@ -103,7 +103,9 @@ type DeviceGrads = (GradientsParams, Vec<(usize, f64)>);
 /// Forward and backward of the micro-batches `k ≡ device (mod devices)` on `model`: each
 /// one's summed loss divided by `step_tokens` (the supervised tokens of the whole step)
 /// before its backward pass, the gradients summed. With `seed_of`, the device generator is
-/// seeded before each micro-batch. One device is `device` 0 of 1.
+/// seeded before each micro-batch; the loss is multiplied by `loss_scale` before backward
+/// (f16 training; [`apply_gradients`] divides it out). One device is `device` 0 of 1.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn device_pass(
     model: &Model,
     device: usize,
@@ -112,6 +114,7 @@ pub(crate) fn device_pass(
     step_tokens: usize,
     make_batch: &MicroBatchFn<'_>,
     seed_of: Option<&(dyn Fn(usize) -> u64 + Sync)>,
+    loss_scale: f64,
 ) -> Result<DeviceGrads, TrainError> {
     let mut accumulator = GradientsAccumulator::new();
     let ks: Vec<usize> = (device..micro_batches).step_by(devices).collect();
@@ -124,7 +127,12 @@ pub(crate) fn device_pass(
         let (loss_sum, _) = model.loss_sum(&batch, &labels)?;
         let loss = loss_sum / step_tokens.max(1) as f64;
         losses.push(loss.clone().detach());
-        let grads = GradientsParams::from_grads(loss.backward(), &model.network);
+        let scaled = if loss_scale == 1.0 {
+            loss
+        } else {
+            loss * loss_scale
+        };
+        let grads = GradientsParams::from_grads(scaled.backward(), &model.network);
         accumulator.accumulate(&model.network, grads);
     }
     // One read-back per device and step, as one device does for its step.
@@ -168,9 +176,19 @@ pub fn parallel_step(
     group_of: impl Fn(&str) -> ParamGroup,
 ) -> Result<(Model, StepOutcome), TrainError> {
     let devices = replicas.device_count();
+    let loss_scale = optimizer.loss_scale();
     let pass = |m: &Model, d: usize| {
         let seed = (schedule == Schedule::Sequential).then_some(seed_of);
-        device_pass(m, d, devices, micro_batches, step_tokens, make_batch, seed)
+        device_pass(
+            m,
+            d,
+            devices,
+            micro_batches,
+            step_tokens,
+            make_batch,
+            seed,
+            loss_scale,
+        )
     };
     let results: Vec<Result<DeviceGrads, TrainError>> = match schedule {
         Schedule::Sequential => std::iter::once(&model)
@@ -222,7 +240,8 @@ pub fn parallel_step(
 }
 
 /// Clips the step's summed gradients by their global norm and applies AdamW; returns the
-/// updated model and the norm before clipping.
+/// updated model and the norm before clipping. With loss scaling, the norm is unscaled first,
+/// and a step whose gradients overflowed (a non-finite norm) is skipped, as the scaler says.
 pub(crate) fn apply_gradients(
     mut model: Model,
     grads: GradientsParams,
@@ -231,8 +250,14 @@ pub(crate) fn apply_gradients(
     max_grad_norm: f64,
     group_of: impl Fn(&str) -> ParamGroup,
 ) -> (Model, f64) {
-    let grad_norm = global_grad_norm(&model.network, &grads);
-    let scale = clip_factor(grad_norm, max_grad_norm);
+    let loss_scale = optimizer.loss_scale();
+    let grad_norm = global_grad_norm(&model.network, &grads) / loss_scale;
+    if let Some(scaler) = optimizer.loss_scaler.as_mut()
+        && !scaler.update(grad_norm)
+    {
+        return (model, grad_norm);
+    }
+    let scale = clip_factor(grad_norm, max_grad_norm) / loss_scale;
     model.network = optimizer.step(model.network, grads, lr, scale, group_of);
     (model, grad_norm)
 }

@@ -8,8 +8,9 @@
 //!   `dataset_dir/dataset_info.json` (with each entry's `formatting`, `columns` and `tags`),
 //!   `media_dir`, `output_dir`, `template` (the names both tools render alike);
 //! - **ignored, with a warning**: keys about how LLaMA-Factory runs rather than what it
-//!   computes (DeepSpeed, `report_to`, worker counts, attention kernels), and mixed precision
-//!   (`bf16`/`fp16`: the master weights and optimizer are f32 there as here);
+//!   computes (DeepSpeed, `report_to`, worker counts, attention kernels);
+//! - **precision**: `bf16: true` / `fp16: true` become `dtype: bf16` / `f16`, the same scheme as
+//!   LLaMA-Factory's (a half-precision base, trainable weights and AdamW state in f32);
 //! - **refused**: keys that change the result and that adamllm cannot honour (`pure_bf16`,
 //!   `quantization_bit`, packing, DoRA, a non-AdamW optimizer, ...), each only when set to
 //!   something other than LLaMA-Factory's default.
@@ -26,6 +27,7 @@ use super::recipe::{DEFAULT_LORA_TARGETS, FinetuningType, MaskMode, TrainRecipe,
 use crate::data::conversation::read_conversations_with;
 use crate::data::dataset_info::{DATASET_INFO_FILE, DatasetLayout, find_datasets};
 use crate::io::{FileError, write_atomic};
+use crate::precision::DTypeChoice;
 
 /// Keys whose presence marks a file as a LLaMA-Factory config (an adamllm recipe has none).
 const MARKERS: [&str; 6] = [
@@ -153,7 +155,7 @@ const REFUSED: [Refusal; 24] = [
     (
         "pure_bf16",
         is_false,
-        "pure bf16 keeps the weights and optimizer in bf16; adamllm trains in f32",
+        "pure bf16 keeps the weights and optimizer in bf16; adamllm keeps trainable weights in f32 (use bf16: true)",
     ),
     (
         "quantization_bit",
@@ -352,7 +354,6 @@ pub fn read_llamafactory_config(path: &Path) -> Result<LlamaFactoryRun, FileErro
         } else {
             match read_special(key, value) {
                 Special::Handled => {}
-                Special::Warn(message) => warnings.push(message),
                 Special::Refuse(message) => return Err(at_key(key, message)),
                 Special::Recipe(name, v) => {
                     recipe_keys.insert(name.to_owned(), v);
@@ -422,8 +423,6 @@ pub fn read_llamafactory_config(path: &Path) -> Result<LlamaFactoryRun, FileErro
 enum Special {
     /// Read elsewhere (model, data, output).
     Handled,
-    /// Ignored, with this warning.
-    Warn(String),
     /// Refused, with this message.
     Refuse(String),
     /// Sets this recipe key.
@@ -445,9 +444,8 @@ fn read_special(key: &str, value: &Value) -> Special {
                 SHARED_TEMPLATES.join(", ")
             )),
         },
-        "bf16" | "fp16" if value.as_bool() == Some(true) => Special::Warn(format!(
-            "`{key}: true` ignored: adamllm trains in f32; mixed precision keeps f32 master weights, so results agree to {key} rounding"
-        )),
+        "bf16" if value.as_bool() == Some(true) => Special::Recipe("dtype", "bf16".into()),
+        "fp16" if value.as_bool() == Some(true) => Special::Recipe("dtype", "f16".into()),
         "bf16" | "fp16" => Special::Handled,
         "optim" => match value.as_str() {
             Some(name) if ADAMW_NAMES.contains(&name) => Special::Handled,
@@ -779,13 +777,15 @@ fn config_text(
     let mut text = format!(
         "# Written by `adamllm train --export-llamafactory`: the same run for LLaMA-Factory,\n\
          #   llamafactory-cli train {}\n\
-         # adamllm trained in f32 on one device; on GPUs `bf16: true` halves the memory with\n\
-         # results equal up to bf16 rounding, and a DeepSpeed line spreads the run over several:\n\
+         # A DeepSpeed line spreads the run over several GPUs:\n\
          #   deepspeed: examples/deepspeed/ds_z2_config.json\n\n",
         dir.join(EXPORT_CONFIG_FILE).display()
     );
     text.push_str(&y);
-    text.push_str("bf16: false\n");
+    text.push_str(&format!("bf16: {}\n", r.dtype == DTypeChoice::Bf16));
+    if r.dtype == DTypeChoice::F16 {
+        text.push_str("fp16: true\n");
+    }
     text
 }
 
@@ -821,15 +821,13 @@ mod tests {
         assert_eq!(run.recipe.lora_rank, 4);
         assert_eq!(run.recipe.learning_rate, 2e-4);
         assert_eq!(run.recipe.template.as_deref(), Some("qwen2_vl"));
+        assert_eq!(run.recipe.dtype, DTypeChoice::Bf16);
         let keys: Vec<&str> = run
             .warnings
             .iter()
             .map(|w| w.split('`').nth(1).unwrap())
             .collect();
-        assert_eq!(
-            keys,
-            ["bf16: true", "deepspeed", "report_to", "some_new_key"]
-        );
+        assert_eq!(keys, ["deepspeed", "report_to", "some_new_key"]);
         let e = read_llamafactory_config(&write("stage: sft\npure_bf16: true\n"))
             .unwrap_err()
             .to_string();
@@ -873,9 +871,11 @@ mod tests {
         let run = read_llamafactory_config(&yaml).unwrap();
         let mut native =
             TrainRecipe::from_yaml_file(&recipes.join("paper-qwen2vl-2b.yaml")).unwrap();
-        // What LLaMA-Factory cannot say (a vision-tower rate) and what it must (the template).
+        // What LLaMA-Factory cannot say (a vision-tower rate), what it must (the template), and
+        // the authors' bf16 (the native recipe stays in f32).
         native.vision_lr_multiplier = 1.0;
         native.template = Some("qwen2_vl".into());
+        native.dtype = DTypeChoice::Bf16;
         assert_eq!(run.recipe, native);
         assert_eq!(run.data, vec![file.clone()]);
         assert_eq!(run.layouts[&file], DatasetLayout::openai_sharegpt());
@@ -888,12 +888,7 @@ mod tests {
         // One warning per ignored key, in file order.
         assert_eq!(
             warned,
-            [
-                "preprocessing_num_workers",
-                "plot_loss",
-                "bf16: true",
-                "deepspeed"
-            ]
+            ["preprocessing_num_workers", "plot_loss", "deepspeed"]
         );
     }
 }

@@ -17,7 +17,7 @@ use crate::io::{FileError, write_json_atomic};
 use crate::models::checkpoint::{NamedTensor, StorageDtype, write_safetensors};
 use crate::models::export::module_checkpoint_name;
 use crate::models::hub::model_id_of;
-use crate::models::layers::{LoraAdapter, tensor_from_vec, tensor_to_vec, transpose_2d};
+use crate::models::layers::{LoraAdapter, in_dtype, tensor_from_vec, tensor_to_vec, transpose_2d};
 use crate::models::{FamilyNetwork, Part};
 
 /// File names of a PEFT adapter folder.
@@ -58,7 +58,7 @@ pub fn is_target(net: &dyn FamilyNetwork, path: &str, settings: &LoraSettings) -
     settings.targets.iter().any(|t| t == last)
 }
 
-/// Attaches fresh adapters (seeded) to every target layer; returns how many were attached.
+/// Attaches fresh f32 adapters (seeded) to every target layer; returns how many were attached.
 pub fn attach_lora(
     net: &mut dyn FamilyNetwork,
     settings: &LoraSettings,
@@ -67,7 +67,8 @@ pub fn attach_lora(
 ) -> usize {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4c6f_5241);
     let mut count = 0;
-    let dtype = net.text().embed_tokens.val().dtype();
+    // Adapters are trainable: kept in f32 whatever the base's dtype (master weights).
+    let dtype = burn::tensor::DType::F32;
     let mut targets = Vec::new();
     net.for_each_linear(&mut |path, _| targets.push(path.to_string()));
     let targets: std::collections::HashSet<String> = targets
@@ -98,7 +99,8 @@ pub fn attach_lora(
 pub fn merge_lora(net: &mut dyn FamilyNetwork) {
     net.for_each_linear(&mut |_, linear| {
         if let Some(lora) = linear.lora.take() {
-            let merged = linear.weight.val() + lora.delta_weight();
+            let weight = linear.weight.val();
+            let merged = weight.clone() + in_dtype(lora.delta_weight(), weight.dtype());
             linear.weight = Param::from_tensor(merged.detach());
         }
     });

@@ -42,6 +42,12 @@ pub struct MetricRow {
     /// Validation loss, on rows where validation ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// The f16 loss scale after the row's last step (f16 runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// Steps skipped so far for overflowed f16 gradients (f16 runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<u64>,
 }
 
 fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -169,6 +175,8 @@ mod tests {
             tokens_per_s: 1234.5,
             peak_memory_mib: Some(512.0),
             val_loss: step.is_multiple_of(2).then_some(1.5),
+            loss_scale: None,
+            skipped_steps: None,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::io::FileError;
 use crate::models::checkpoint::{CheckpointReader, NamedTensor, StorageDtype, write_safetensors};
 use crate::models::layers::{tensor_from_vec, tensor_to_vec};
 use crate::models::paths::ModulePath;
+use crate::precision::LossScaler;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,6 +66,8 @@ pub struct AdamW {
     /// Optimizer steps taken.
     pub step: u64,
     moments: BTreeMap<String, Moments>,
+    /// Dynamic loss scaling (f16 training); `None` trains unscaled.
+    pub loss_scaler: Option<LossScaler>,
 }
 
 /// Collects `(path, id)` of every trainable float parameter.
@@ -234,6 +237,7 @@ impl AdamW {
             settings,
             step: 0,
             moments: BTreeMap::new(),
+            loss_scaler: None,
         }
     }
 
@@ -258,6 +262,11 @@ impl AdamW {
             path: ModulePath::new(),
         };
         module.map(&mut mapper)
+    }
+
+    /// The factor the loss is multiplied by before backward (1 without loss scaling).
+    pub fn loss_scale(&self) -> f64 {
+        self.loss_scaler.as_ref().map_or(1.0, |s| s.scale)
     }
 
     /// Number of parameters with state.
@@ -325,6 +334,7 @@ impl AdamW {
             settings,
             step,
             moments,
+            loss_scaler: None,
         })
     }
 }

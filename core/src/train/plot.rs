@@ -502,6 +502,8 @@ mod tests {
             tokens_per_s: 100.0,
             peak_memory_mib: None,
             val_loss: val,
+            loss_scale: None,
+            skipped_steps: None,
         }
     }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::io::FileError;
+use crate::precision::DTypeChoice;
 
 /// What part of the model training updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +70,7 @@ pub const DEFAULT_LORA_TARGETS: [&str; 7] = [
 
 /// Every recipe key, in the order the struct declares them. A test keeps it in step with the
 /// struct.
-pub const RECIPE_KEYS: [&str; 34] = [
+pub const RECIPE_KEYS: [&str; 35] = [
     "finetuning_type",
     "lora_rank",
     "lora_alpha",
@@ -104,6 +105,7 @@ pub const RECIPE_KEYS: [&str; 34] = [
     "train_on_prompt",
     "mask_mode",
     "template",
+    "dtype",
 ];
 
 /// Keys left out of [`TrainRecipe::fingerprint`]: they decide how often the run logs and saves,
@@ -198,6 +200,12 @@ pub struct TrainRecipe {
     /// `chatml`, `folder`, ...). Default: unset, the model family's own prompt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Weight dtype of the frozen base: `f32`, `bf16`, `f16` or `auto` (the checkpoint's, where
+    /// the device computes it). Trainable weights, their gradients and AdamW state stay f32;
+    /// `f16` adds dynamic loss scaling. Default `f32` (LLaMA-Factory's `bf16: true` is
+    /// `dtype: bf16`).
+    #[serde(skip_serializing_if = "DTypeChoice::is_f32")]
+    pub dtype: DTypeChoice,
 }
 
 impl Default for TrainRecipe {
@@ -237,6 +245,7 @@ impl Default for TrainRecipe {
             train_on_prompt: false,
             mask_mode: MaskMode::Assistant,
             template: None,
+            dtype: DTypeChoice::F32,
         }
     }
 }
@@ -745,8 +754,8 @@ const LLAMAFACTORY_ELSEWHERE: [(&str, &str); 12] = [
         "remove it: a new run needs an empty or new --out folder",
     ),
     ("resume_from_checkpoint", "pass --resume"),
-    ("bf16", "remove it: adamllm trains in float32"),
-    ("fp16", "remove it: adamllm trains in float32"),
+    ("bf16", "write `dtype: bf16` (LLaMA-Factory's `bf16: true`)"),
+    ("fp16", "write `dtype: f16` (LLaMA-Factory's `fp16: true`)"),
     ("stage", "remove it: adamllm trains supervised (sft) only"),
     ("do_train", "remove it"),
     ("plot_loss", "remove it: the loss curve is always plotted"),
@@ -882,6 +891,7 @@ mod tests {
         // `template` is left out when unset (so recipes without it keep their fingerprint).
         let with_template = TrainRecipe {
             template: Some("llama3".into()),
+            dtype: DTypeChoice::Bf16,
             ..TrainRecipe::default()
         };
         assert_eq!(
@@ -992,7 +1002,7 @@ mod tests {
         let p = write(&dir, "lf.yaml", "bf16: true\n");
         let msg = TrainRecipe::from_yaml_file(&p).unwrap_err().to_string();
         assert!(
-            msg.contains("`bf16` is not a recipe key") && msg.contains("float32"),
+            msg.contains("`bf16` is not a recipe key") && msg.contains("dtype: bf16"),
             "{msg}"
         );
     }

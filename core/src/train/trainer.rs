@@ -33,6 +33,7 @@ use crate::models::layers::{tensor_from_vec, tensor_to_vec};
 use crate::models::paths::ModulePath;
 use crate::models::prompt::LabelMode;
 use crate::models::{FamilyNetwork, LoadOptions, Model, Network, Part, TokenBatch};
+use crate::precision::LossScaler;
 
 /// Trainable parameters in a checkpoint folder, keyed by module path.
 pub const TRAINABLE_FILE: &str = "trainable.safetensors";
@@ -315,6 +316,42 @@ pub fn prepare_trainable(model: &mut Model, recipe: &TrainRecipe) -> Option<Lora
     }
 }
 
+/// The trainable parameters of a half-precision model moved to f32 (master weights, as
+/// LLaMA-Factory upcasts them): their gradients and AdamW state follow their dtype, and they
+/// meet the half-precision activations through a cast (see `models::layers::in_dtype`).
+pub fn trainable_in_f32(network: Network) -> Network {
+    struct Upcast;
+    impl ModuleMapper for Upcast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if !param.is_require_grad() || param.val().dtype() == DType::F32 {
+                return param;
+            }
+            let (id, tensor, mapper) = param.consume();
+            let checkpointing = tensor.gradient_checkpointing_strategy();
+            // A fresh leaf from the inner (autodiff-free) tensor: a cast of a tracked tensor
+            // is not a leaf and could not require gradients.
+            let mut upcast = Tensor::from_inner(tensor.inner().cast(DType::F32));
+            if let Some(strategy) = checkpointing {
+                upcast = upcast.with_gradient_checkpointing_strategy(strategy);
+            }
+            Param::from_mapped_value(id, upcast.require_grad(), mapper)
+        }
+    }
+    network.map(&mut Upcast)
+}
+
+/// `trainer_state.json`'s key holding the f16 loss scaler.
+const LOSS_SCALER_KEY: &str = "loss_scaler";
+
+/// The loss scaler a resumed f16 run continues with (a fresh one for a new run).
+fn resumed_loss_scaler(state: &TrainerState) -> LossScaler {
+    state
+        .extra
+        .get(LOSS_SCALER_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
 /// The parts LoRA adapters go in: the language model, and the vision tower or projector when
 /// the recipe does not freeze them.
 pub fn lora_parts(recipe: &TrainRecipe) -> Vec<Part> {
@@ -562,6 +599,7 @@ pub fn accumulate_and_step(
         step_tokens,
         &micro_batch_at,
         Some(&seed_of),
+        optimizer.loss_scale(),
     )?;
     let loss = losses.iter().map(|(_, l)| l).sum();
     let (model, grad_norm) = apply_gradients(model, grads, optimizer, lr, max_grad_norm, group_of);
@@ -583,7 +621,7 @@ pub fn train(
     }
     let train_device = request.device.clone().autodiff();
     let load = LoadOptions {
-        dtype: DType::F32,
+        dtype: recipe.dtype,
         template: recipe.template.clone(),
     };
     let mut model = Model::load_with(&request.model_dir, &train_device, &load)?;
@@ -702,6 +740,12 @@ pub fn train(
     // Model: frozen parts, adapters, then (on resume) the checkpoint's weights.
     let total_params = model.network.num_params();
     let lora = prepare_trainable(&mut model, recipe);
+    if model.dtype != DType::F32 {
+        model.network = trainable_in_f32(model.network);
+        if let Some(note) = &model.dtype_note {
+            observer.message(note);
+        }
+    }
     let adam = AdamWSettings {
         beta1: recipe.adam_beta1,
         beta2: recipe.adam_beta2,
@@ -731,6 +775,9 @@ pub fn train(
         if opt_file.is_file() {
             optimizer = AdamW::load(adam, optimizer_step, &opt_file, &request.device)?;
         }
+    }
+    if model.dtype == DType::F16 {
+        optimizer.loss_scaler = Some(resumed_loss_scaler(&trainer_state));
     }
     let replica_devices: Vec<Device> = request
         .replica_devices
@@ -784,7 +831,9 @@ pub fn train(
                 epoch: 0,
                 next_micro_batch: 0,
             };
+            let scaler = optimizer.loss_scaler.take();
             optimizer = AdamW::new(adam);
+            optimizer.loss_scaler = scaler;
             continue;
         }
         if pos.next_micro_batch >= mb_per_epoch {
@@ -869,6 +918,12 @@ pub fn train(
         if devices > 1 {
             trainer_state.extra.insert("devices".into(), devices.into());
         }
+        if let Some(scaler) = &optimizer.loss_scaler {
+            trainer_state.extra.insert(
+                LOSS_SCALER_KEY.into(),
+                serde_json::to_value(scaler).expect("a loss scaler serializes"),
+            );
+        }
         let elapsed = step_start.elapsed().as_secs_f64();
         observer.step(&StepReport {
             step: trainer_state.step,
@@ -909,6 +964,8 @@ pub fn train(
                 tokens_per_s: window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9),
                 peak_memory_mib: peak_rss_mib(),
                 val_loss,
+                loss_scale: optimizer.loss_scaler.as_ref().map(|s| s.scale),
+                skipped_steps: optimizer.loss_scaler.as_ref().map(|s| s.skipped_steps),
             })?;
             window_loss = 0.0;
             window_steps = 0;

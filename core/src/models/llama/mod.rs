@@ -173,14 +173,21 @@ impl Family for LlamaFamily {
         let processor = text_processor(files, &config, options.template.as_deref())?;
         let reader = CheckpointReader::open(files)?;
         config.vocab_size = checkpoint_vocab(&reader, "", config.vocab_size);
-        let mut loader = WeightLoader::new(&reader, device, options.dtype);
+        let mut loader = WeightLoader::new(&reader, device, options.weight_dtype());
         let text = TextModel::load(&config.decoder_config(), &mut loader, "")?;
         let rope = config
             .rope()
             .map_err(|(key, message)| FileError::key(&files.path("config.json"), key, message))?;
         let spec = config.model_spec(self.name(), &config.model_type, rope);
         let network = crate::models::Network::Llama(LlamaModel { text });
-        Model::assemble(network, spec, processor, files, device, options.dtype)
+        Model::assemble(
+            network,
+            spec,
+            processor,
+            files,
+            device,
+            options.weight_dtype(),
+        )
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use serde_json::Value;
 
 use self::config::{LlavaNextConfig, from_original, newer_key_to_hf, original_key_to_hf};
@@ -38,7 +38,7 @@ use crate::models::family::{
 };
 use crate::models::files::ModelFiles;
 use crate::models::image::ProcessedImage;
-use crate::models::layers::{Linear, WeightLoader};
+use crate::models::layers::{Linear, WeightLoader, in_dtype};
 use crate::models::llama::checkpoint_vocab;
 use crate::models::prompt::{
     EndOfText, ImageToken, Processor, choose_template, tokenizer_from_files,
@@ -117,9 +117,7 @@ impl LlavaNextModel {
         let (rows, cols) = unpad_ranges([nph * g, npw * g], image.image_size);
         let (h, w) = (rows[1] - rows[0], cols[1] - cols[0]);
         let grid = grid.narrow(1, rows[0], h).narrow(2, cols[0], w);
-        let newline = self
-            .image_newline
-            .val()
+        let newline = in_dtype(self.image_newline.val(), grid.dtype())
             .reshape([hidden, 1, 1])
             .expand([hidden, h, 1]);
         let grid = Tensor::cat(vec![grid, newline], 2)
@@ -133,7 +131,11 @@ impl LlavaNextModel {
     /// The packed features of several images (`[Σ tokens, hidden]`, in order): every crop
     /// through CLIP up to the feature layer, the projector, then [`Self::pack`] per image.
     // transformers: LlavaNextForConditionalGeneration.get_image_features + pack_image_features
-    pub fn image_features(&self, images: &[&ProcessedImage]) -> Result<Tensor<2>, ForwardError> {
+    pub fn image_features(
+        &self,
+        images: &[&ProcessedImage],
+        dtype: DType,
+    ) -> Result<Tensor<2>, ForwardError> {
         let crops: usize = images.iter().map(|i| i.num_patches).sum();
         let mut pixels = Vec::with_capacity(crops * images.first().map_or(0, |i| i.patch_dim));
         for img in images {
@@ -143,7 +145,7 @@ impl LlavaNextModel {
             .config
             .vision_layers_used()
             .map_err(ForwardError::Unsupported)?;
-        let hidden = self.vision.hidden_state(&pixels, crops, layers);
+        let hidden = self.vision.hidden_state(&pixels, crops, layers, dtype);
         let [_, positions, _] = hidden.dims();
         let selected = if self.config.vision_feature_select_strategy == "default" {
             hidden.narrow(1, 1, positions - 1)
@@ -193,7 +195,7 @@ impl FamilyNetwork for LlavaNextModel {
         if images.is_empty() {
             return Ok(embeds);
         }
-        let packed = self.image_features(&images)?;
+        let packed = self.image_features(&images, embeds.dtype())?;
         let tokens = packed.dims()[0];
         if tokens != pads {
             return Err(ForwardError::ImageTokenMismatch { pads, tokens });
@@ -506,7 +508,7 @@ impl Family for LlavaNextFamily {
             .into());
         }
         let processor = llava_processor(files, &config, tokenizer, options.template.as_deref())?;
-        let mut w = WeightLoader::new(&reader, device, options.dtype);
+        let mut w = WeightLoader::new(&reader, device, options.weight_dtype());
         let vision = ClipVisionTower::load(&config.vision_config, &mut w, "vision_tower.")?;
         let (ve, te) = (
             config.vision_config.hidden_size,
@@ -537,7 +539,14 @@ impl Family for LlavaNextFamily {
             config,
             converted_config: converted,
         });
-        Model::assemble(network, spec, processor, files, device, options.dtype)
+        Model::assemble(
+            network,
+            spec,
+            processor,
+            files,
+            device,
+            options.weight_dtype(),
+        )
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {

@@ -7,12 +7,13 @@
 //! layer needs.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
+use burn::tensor::{DType, Tensor};
 
 use super::config::ClipVisionConfig;
 use crate::io::FileError;
-use crate::models::layers::{LayerNorm, Linear, WeightLoader, activation_by_name, tensor_from_vec};
+use crate::models::layers::{
+    LayerNorm, Linear, WeightLoader, activation_by_name, in_dtype, softmax_f32, tensor_from_vec,
+};
 
 /// transformers: `CLIPAttention` (q/k/v/out with biases, q scaled before the product).
 #[derive(Module, Debug)]
@@ -39,7 +40,7 @@ impl ClipAttention {
         let q = split(self.q_proj.forward(x.clone()) * (1.0 / (d as f64).sqrt()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
-        let probs = softmax(q.matmul(k.swap_dims(2, 3)), 3);
+        let probs = softmax_f32(q.matmul(k.swap_dims(2, 3)), 3);
         let out = probs.matmul(v).swap_dims(1, 2).reshape([n, t, e]);
         self.out_proj.forward(out)
     }
@@ -155,9 +156,14 @@ impl ClipVisionTower {
 
     /// `hidden_states[layers_used]` of crops given as channel-first pixels
     /// (`[crops][C·S·S]` flattened): `[crops, patches + 1, E]`, the CLS token first.
-    pub fn hidden_state(&self, pixels: &[f32], crops: usize, layers_used: usize) -> Tensor<3> {
+    pub fn hidden_state(
+        &self,
+        pixels: &[f32],
+        crops: usize,
+        layers_used: usize,
+        dtype: DType,
+    ) -> Tensor<3> {
         let device = self.class_embedding.val().device();
-        let dtype = self.class_embedding.val().dtype();
         let (p, s) = (self.patch_size, self.image_size);
         let g = s / p;
         let rows = patchify(pixels, crops, s, p);
@@ -168,12 +174,11 @@ impl ClipVisionTower {
             .patch_embedding
             .forward(rows)
             .reshape([crops, g * g, e]);
-        let cls = self
-            .class_embedding
-            .val()
+        let cls = in_dtype(self.class_embedding.val(), dtype)
             .reshape([1, 1, e])
             .expand([crops, 1, e]);
-        let x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.val().unsqueeze::<3>();
+        let positions = in_dtype(self.position_embedding.val(), dtype);
+        let x = Tensor::cat(vec![cls, patches], 1) + positions.unsqueeze::<3>();
         let mut x = self.pre_layrnorm.forward(x);
         for layer in self.layers.iter().take(layers_used) {
             x = layer.forward(x);

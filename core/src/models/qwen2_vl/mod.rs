@@ -269,7 +269,7 @@ impl Family for Qwen2VlFamily {
         let processor =
             processor::processor_from_files(files, &config, options.template.as_deref())?;
         let reader = CheckpointReader::open(files)?;
-        let mut loader = WeightLoader::new(&reader, device, options.dtype);
+        let mut loader = WeightLoader::new(&reader, device, options.weight_dtype());
         let vision = if config.is_text_only() {
             None
         } else {
@@ -294,7 +294,14 @@ impl Family for Qwen2VlFamily {
             text,
             config,
         });
-        Model::assemble(network, spec, processor, files, device, options.dtype)
+        Model::assemble(
+            network,
+            spec,
+            processor,
+            files,
+            device,
+            options.weight_dtype(),
+        )
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {

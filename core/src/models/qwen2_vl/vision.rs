@@ -5,13 +5,12 @@
 //! image by image, which is what transformers' `cu_seqlens` block mask computes.
 
 use burn::module::Module;
-use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Tensor};
 
 use super::config::VisionConfig;
 use crate::io::FileError;
 use crate::models::layers::{
-    LayerNorm, Linear, WeightLoader, activation_by_name, apply_rotary, tensor_from_vec,
+    LayerNorm, Linear, WeightLoader, activation_by_name, apply_rotary, softmax_f32, tensor_from_vec,
 };
 
 /// `[rows, cols]` of an image in patches, plus frames (`grid_thw` in transformers).
@@ -42,7 +41,7 @@ impl VisionAttention {
         let k = apply_rotary(k, cos, sin).swap_dims(0, 1);
         let v = v.swap_dims(0, 1);
         let scores = q.matmul(k.swap_dims(1, 2)) * (1.0 / (d as f64).sqrt());
-        let probs = softmax(scores, 2);
+        let probs = softmax_f32(scores, 2);
         let out = probs.matmul(v).swap_dims(0, 1).reshape([n, e]);
         self.proj.forward(out)
     }
