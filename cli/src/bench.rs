@@ -9,7 +9,8 @@ use adamllm::generation::{GenerationOptions, PromptInput, generate};
 use adamllm::models::image::ImageOptions;
 use adamllm::models::layers::tensor_to_vec;
 use adamllm::models::registry::{family_of_preset, preset_names};
-use adamllm::models::{Model, TokenBatch};
+use adamllm::models::{LoadOptions, Model, TokenBatch};
+use adamllm::precision::DTypeChoice;
 use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
@@ -39,6 +40,10 @@ pub enum BenchCommand {
         /// Timed repeats (median reported).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Weight dtype: f32, f16, bf16 (CPU) or auto (the preset's own: bf16 for the real
+        /// shapes, where the device computes it).
+        #[arg(long, default_value = "f32")]
+        dtype: DTypeChoice,
     },
     /// Evaluation throughput (examples/s): batched generation against one prompt at a time,
     /// on a synthetic VQA_RAD-style benchmark (one 224×168 image and a short question per row).
@@ -104,7 +109,8 @@ pub enum BenchCommand {
         #[arg(long, default_value = "tiny,small")]
         presets: String,
         /// Modes (comma-separated): full (every weight trains), lora (r 8, α 16 on the
-        /// language model's q,k,v,o,gate,up,down; the rest frozen).
+        /// language model's q,k,v,o,gate,up,down; the rest frozen); `lora:bf16`, `full:f16`,
+        /// ...: the same over a half-precision base (trainable weights in f32).
         #[arg(long, default_value = "full,lora")]
         modes: String,
         /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...; `a+b` is one data-parallel
@@ -147,12 +153,15 @@ struct ForwardRow {
     parameters: usize,
     device: String,
     adapter: String,
+    dtype: &'static str,
     batch: usize,
     prompt_tokens: usize,
     prefill_tokens_per_s: f64,
     decode_tokens_per_s: f64,
     load_seconds: f64,
     peak_rss_mib_after_load: f64,
+    /// The peak after prefill and decode too.
+    peak_rss_mib: f64,
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in MiB (0 where unknown).
@@ -248,6 +257,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             new_tokens,
             batch,
             repeats,
+            dtype,
         } => {
             let mut rows = Vec::new();
             let tmp = tempfile::tempdir()?;
@@ -258,8 +268,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     let choice: DeviceChoice =
                         device_name.trim().parse().map_err(anyhow::Error::msg)?;
                     let selected = select_device(choice)?;
+                    // The peak counts this configuration's loading, not the folder's writing
+                    // or an earlier configuration's weights.
+                    reset_peak_rss();
                     let t0 = Instant::now();
-                    let model = Model::load(&dir, &selected.device, DType::F32)?;
+                    let options = LoadOptions {
+                        dtype,
+                        template: None,
+                    };
+                    let model = Model::load_with(&dir, &selected.device, &options)?;
                     let load_seconds = t0.elapsed().as_secs_f64();
                     let peak = peak_rss_mib();
                     let prompt = bench_prompt(&model, prompt_tokens)?;
@@ -309,12 +326,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                         parameters,
                         device: choice.to_string(),
                         adapter: selected.description.clone(),
+                        dtype: adamllm::precision::dtype_name(model.dtype),
                         batch,
                         prompt_tokens: prompt.ids.len(),
                         prefill_tokens_per_s: tokens as f64 / prefill,
                         decode_tokens_per_s: ((new_tokens - 1) * batch) as f64 / decode_time,
                         load_seconds,
                         peak_rss_mib_after_load: peak,
+                        peak_rss_mib: peak_rss_mib(),
                     });
                     println!("{}", serde_json::to_string(rows.last().expect("row"))?);
                 }

@@ -7,11 +7,12 @@ use adamllm::burn::tensor::DType;
 use adamllm::device::{DeviceChoice, select_device};
 use adamllm::models::registry::family_of_preset;
 use adamllm::models::{Model, TokenBatch};
+use adamllm::precision::{DTypeChoice, LossScaler};
 use adamllm::train::data_parallel::{Replicas, Schedule, parallel_step};
 use adamllm::train::optimizer::{AdamW, AdamWSettings, ParamGroup, trainable_numel};
 use adamllm::train::recipe::TrainRecipe;
 use adamllm::train::trainer::{
-    accumulate_and_step, current_rss_mib, peak_rss_mib, prepare_trainable,
+    accumulate_and_step, current_rss_mib, peak_rss_mib, prepare_trainable, trainable_in_f32,
 };
 use anyhow::{Context, Result, bail};
 use rand::{RngExt, SeedableRng};
@@ -50,6 +51,19 @@ pub struct TrainRow {
     /// Whether the fused ops ran (absent in PyTorch rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fused_ops: Option<bool>,
+}
+
+/// A mode as given (`lora`, `full`, or either with the base's dtype: `lora:bf16`), split into
+/// the fine-tuning type and the dtype.
+fn split_mode(mode: &str) -> Result<(&str, DType)> {
+    let (kind, dtype) = mode.split_once(':').unwrap_or((mode, "f32"));
+    let choice: DTypeChoice = dtype
+        .parse()
+        .map_err(|e| anyhow::anyhow!("mode {mode:?}: {e}"))?;
+    let dtype = choice
+        .exact()
+        .with_context(|| format!("mode {mode:?}: name the dtype (f32, f16 or bf16)"))?;
+    Ok((kind, dtype))
 }
 
 fn recipe_for(mode: &str) -> Result<TrainRecipe> {
@@ -96,13 +110,17 @@ fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) ->
     let first = device_name.split('+').next().unwrap_or(device_name).trim();
     let choice: DeviceChoice = first.parse().map_err(anyhow::Error::msg)?;
     let selected = select_device(choice)?;
-    let mut model = Model::load(tmp.path(), &selected.device.clone().autodiff(), DType::F32)?;
+    let (kind, dtype) = split_mode(mode)?;
+    let mut model = Model::load(tmp.path(), &selected.device.clone().autodiff(), dtype)?;
     let vocab = model
         .processor
         .tokenizer
         .get_vocab_size(true)
         .min(model.spec.vocab_size);
-    prepare_trainable(&mut model, &recipe_for(mode)?);
+    prepare_trainable(&mut model, &recipe_for(kind)?);
+    if dtype != DType::F32 {
+        model.network = trainable_in_f32(model.network);
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let high = vocab.saturating_sub(100).max(1) as u32;
     let sequences: Vec<Vec<u32>> = (0..shape.batch)
@@ -199,6 +217,9 @@ pub fn single(preset: &str, mode: &str, device: &str, shape: TrainShape) -> Resu
     let devices = replicas.device_count();
     let trainable = trainable_numel(&model.network);
     let mut optimizer = AdamW::new(AdamWSettings::default());
+    if model.dtype == DType::F16 {
+        optimizer.loss_scaler = Some(LossScaler::default());
+    }
     // Every token but the first is a supervised target (labels are shifted by one).
     let tokens = shape.batch * (shape.seq_len - 1);
     // Untimed warm-up steps, then the timed ones.
