@@ -51,6 +51,31 @@ fn every_family_preset_generates_and_scores_through_one_interface() {
 }
 
 #[test]
+fn half_precision_losses_stay_within_one_percent_of_f32_in_every_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = common::write_picture(tmp.path());
+    for name in ["tiny", "llama-tiny", "llava-next-tiny"] {
+        let dir = preset(tmp.path(), name);
+        let loss_in = |dtype: DType| {
+            let model = Model::load(&dir, &Device::flex(), dtype).unwrap();
+            assert_eq!(model.dtype, dtype, "{name}");
+            let checked = common::score_and_generate(&model, &image, 2).unwrap();
+            assert_eq!(checked.generated, 2, "{name} {dtype:?}");
+            checked.loss
+        };
+        let full = loss_in(DType::F32);
+        for half in [DType::F16, DType::BF16] {
+            let loss = loss_in(half);
+            let relative = ((loss - full) / full).abs();
+            assert!(
+                relative <= 1e-2,
+                "{name} {half:?}: loss {loss} vs f32 {full} ({relative:.2e} relative)"
+            );
+        }
+    }
+}
+
+#[test]
 fn an_unknown_family_names_what_it_found_and_what_is_supported() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mistral");

@@ -257,7 +257,7 @@ impl Model {
         processor: Processor,
         files: &ModelFiles,
         device: &Device,
-        dtype: DType,
+        options: &LoadOptions,
     ) -> Result<Self, LoadModelError> {
         Ok(Self {
             network,
@@ -266,7 +266,7 @@ impl Model {
             generation: GenerationConfig::from_model_files(files)?,
             dir: files.root(),
             device: device.clone(),
-            dtype,
+            dtype: options.weight_dtype(),
             dtype_note: None,
         })
     }

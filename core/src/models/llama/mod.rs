@@ -180,14 +180,7 @@ impl Family for LlamaFamily {
             .map_err(|(key, message)| FileError::key(&files.path("config.json"), key, message))?;
         let spec = config.model_spec(self.name(), &config.model_type, rope);
         let network = crate::models::Network::Llama(LlamaModel { text });
-        Model::assemble(
-            network,
-            spec,
-            processor,
-            files,
-            device,
-            options.weight_dtype(),
-        )
+        Model::assemble(network, spec, processor, files, device, options)
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {

@@ -539,14 +539,7 @@ impl Family for LlavaNextFamily {
             config,
             converted_config: converted,
         });
-        Model::assemble(
-            network,
-            spec,
-            processor,
-            files,
-            device,
-            options.weight_dtype(),
-        )
+        Model::assemble(network, spec, processor, files, device, options)
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {

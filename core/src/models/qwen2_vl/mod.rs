@@ -294,14 +294,7 @@ impl Family for Qwen2VlFamily {
             text,
             config,
         });
-        Model::assemble(
-            network,
-            spec,
-            processor,
-            files,
-            device,
-            options.weight_dtype(),
-        )
+        Model::assemble(network, spec, processor, files, device, options)
     }
 
     fn presets(&self) -> &'static [(&'static str, &'static str)] {
