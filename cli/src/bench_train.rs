@@ -12,7 +12,7 @@ use adamllm::train::data_parallel::{Replicas, Schedule, parallel_step};
 use adamllm::train::optimizer::{AdamW, AdamWSettings, ParamGroup, trainable_numel};
 use adamllm::train::recipe::TrainRecipe;
 use adamllm::train::trainer::{
-    accumulate_and_step, current_rss_mib, peak_rss_mib, prepare_trainable, trainable_in_f32,
+    accumulate_and_step, current_rss_mib, peak_rss_mib, prepare_trainable,
 };
 use anyhow::{Context, Result, bail};
 use rand::{RngExt, SeedableRng};
@@ -118,9 +118,6 @@ fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) ->
         .get_vocab_size(true)
         .min(model.spec.vocab_size);
     prepare_trainable(&mut model, &recipe_for(kind)?);
-    if dtype != DType::F32 {
-        model.network = trainable_in_f32(model.network);
-    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let high = vocab.saturating_sub(100).max(1) as u32;
     let sequences: Vec<Vec<u32>> = (0..shape.batch)

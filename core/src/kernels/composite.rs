@@ -184,8 +184,9 @@ pub fn linear_cross_entropy<B: Backend>(
 }
 
 /// Gradients of [`linear_cross_entropy`]'s sum for `hidden` (`[n, h]`) and, when
-/// `weight_grad_needed` (a trainable head), `weight` (`[h, vocab]`), scaled by the upstream gradient `grad` (`[1]`). Each chunk's logits are
-/// recomputed (or taken from `saved_logits` when there is one chunk):
+/// `weight_grad_needed` (a trainable head), `weight` (`[h, vocab]`), scaled by the upstream
+/// gradient `grad` (`[1]`). Each chunk's logits are recomputed (or taken from `saved_logits`
+/// when there is one chunk):
 /// `dlogits = grad · (softmax − onehot(target))`, computed in f32 and cast to `hidden`'s dtype
 /// for the two matmuls.
 #[allow(clippy::too_many_arguments)]

@@ -358,6 +358,30 @@ impl StorageDtype {
             _ => Self::F32,
         }
     }
+
+    /// The safetensors dtype.
+    fn safetensors(self) -> Dtype {
+        match self {
+            Self::F32 => Dtype::F32,
+            Self::Bf16 => Dtype::BF16,
+            Self::F16 => Dtype::F16,
+        }
+    }
+
+    /// `values` as this dtype's little-endian bytes.
+    fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Self::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Self::Bf16 => values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+            Self::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        }
+    }
 }
 
 /// One tensor to write: HF name, HF shape and row-major f32 values.
@@ -401,32 +425,12 @@ pub fn write_safetensors(
     let views: Vec<(String, OwnedView)> = tensors
         .iter()
         .map(|t| {
-            let (dt, bytes) = match dtype {
-                StorageDtype::F32 => (
-                    Dtype::F32,
-                    t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ),
-                StorageDtype::Bf16 => (
-                    Dtype::BF16,
-                    t.values
-                        .iter()
-                        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-                        .collect(),
-                ),
-                StorageDtype::F16 => (
-                    Dtype::F16,
-                    t.values
-                        .iter()
-                        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                        .collect(),
-                ),
-            };
             (
                 t.name.clone(),
                 OwnedView {
-                    dtype: dt,
+                    dtype: dtype.safetensors(),
                     shape: t.shape.clone(),
-                    bytes,
+                    bytes: dtype.encode(&t.values),
                 },
             )
         })
@@ -448,11 +452,10 @@ pub fn write_safetensors_streaming(
     dtype: StorageDtype,
     mut values: impl FnMut(usize) -> Vec<f32>,
 ) -> Result<(), FileError> {
-    let (dt, width) = match dtype {
-        StorageDtype::F32 => ("F32", 4usize),
-        StorageDtype::Bf16 => ("BF16", 2usize),
-        StorageDtype::F16 => ("F16", 2usize),
-    };
+    let (dt, width) = (
+        dtype.safetensors().to_string(),
+        dtype.safetensors().bitsize() / 8,
+    );
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
@@ -484,18 +487,7 @@ pub fn write_safetensors_streaming(
                     v.len()
                 )));
             }
-            let bytes: Vec<u8> = match dtype {
-                StorageDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                StorageDtype::Bf16 => v
-                    .iter()
-                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                    .collect(),
-                StorageDtype::F16 => v
-                    .iter()
-                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                    .collect(),
-            };
-            w.write_all(&bytes)?;
+            w.write_all(&dtype.encode(&v))?;
         }
         w.flush()
     })

@@ -107,8 +107,9 @@ fn is_weight_file(name: &str) -> bool {
 
 /// Writes `model` as a Hugging Face model folder at `out`: the non-weight files of the folder
 /// it was loaded from (config, tokenizer, processor, chat template, generation config) and
-/// one `model.safetensors` in the model's dtype (a bf16 model exports bf16). The folder loads with every `adamllm` command and with
-/// transformers' `from_pretrained`. Each file is written atomically.
+/// one `model.safetensors` in the model's dtype (a bf16 model exports bf16). The folder loads
+/// with every `adamllm` command and with transformers' `from_pretrained`. Each file is written
+/// atomically.
 pub fn save_model_dir(model: &Model, out: &Path) -> Result<(), FileError> {
     std::fs::create_dir_all(out).map_err(|e| FileError::io(out, e))?;
     let entries = std::fs::read_dir(&model.dir).map_err(|e| FileError::io(&model.dir, e))?;

@@ -188,9 +188,7 @@ impl<G: Fn(&str) -> ParamGroup> ModuleMapper for StepMapper<'_, G> {
         let dims = grad.dims();
         let numel: usize = dims.iter().product();
 
-        let require_grad = tensor.is_require_grad();
-        let checkpointing = tensor.gradient_checkpointing_strategy();
-        let mut p = tensor.inner();
+        let mut p = tensor.clone().inner();
         let grad = if self.grad_scale != 1.0 {
             grad * self.grad_scale
         } else {
@@ -219,15 +217,21 @@ impl<G: Fn(&str) -> ParamGroup> ModuleMapper for StepMapper<'_, G> {
                 exp_avg_sq: exp_avg_sq.reshape([numel]),
             },
         );
-        let mut updated = Tensor::from_inner(p);
-        if let Some(strategy) = checkpointing {
-            updated = updated.with_gradient_checkpointing_strategy(strategy);
-        }
-        if require_grad {
-            updated = updated.require_grad();
-        }
-        Param::from_mapped_value(id, updated, mapper)
+        Param::from_mapped_value(id, leaf_like(p, &tensor), mapper)
     }
+}
+
+/// A new parameter value from `value` (computed without autodiff) standing in for `param`: a
+/// graph leaf with `param`'s checkpointing strategy and gradient requirement.
+pub(crate) fn leaf_like<const D: usize>(value: Tensor<D>, param: &Tensor<D>) -> Tensor<D> {
+    let mut leaf = Tensor::from_inner(value);
+    if let Some(strategy) = param.gradient_checkpointing_strategy() {
+        leaf = leaf.with_gradient_checkpointing_strategy(strategy);
+    }
+    if param.is_require_grad() {
+        leaf = leaf.require_grad();
+    }
+    leaf
 }
 
 impl AdamW {

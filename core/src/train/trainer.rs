@@ -19,7 +19,9 @@ use super::data::{
 use super::data_parallel::{Replicas, Schedule, apply_gradients, device_pass, parallel_step};
 use super::lora::{LoraSettings, attach_lora, merge_lora, save_peft_adapter};
 use super::metrics_log::{MetricRow, MetricsLog, read_metrics};
-use super::optimizer::{AdamW, AdamWSettings, ParamGroup, trainable_numel, trainable_params};
+use super::optimizer::{
+    AdamW, AdamWSettings, ParamGroup, leaf_like, trainable_numel, trainable_params,
+};
 use super::plot::plot_loss_curve;
 use super::recipe::{FinetuningType, MaskMode, TrainRecipe, hex};
 use super::run_dir::{DataPosition, LossRecord, RunDir, RunDirError, TrainerState};
@@ -279,8 +281,17 @@ pub fn param_group(net: &dyn FamilyNetwork, path: &str, recipe: &TrainRecipe) ->
 }
 
 /// Freezes what the recipe keeps fixed and attaches LoRA adapters (returned settings) for
-/// `finetuning_type: lora`.
+/// `finetuning_type: lora`; over a half-precision base, what trains is then moved to f32
+/// ([`trainable_in_f32`]).
 pub fn prepare_trainable(model: &mut Model, recipe: &TrainRecipe) -> Option<LoraSettings> {
+    let lora = freeze_and_attach(model, recipe);
+    if model.dtype != DType::F32 {
+        model.network = trainable_in_f32(model.network.clone());
+    }
+    lora
+}
+
+fn freeze_and_attach(model: &mut Model, recipe: &TrainRecipe) -> Option<LoraSettings> {
     let device = model.device.clone();
     let net = model.network.family_mut();
     match recipe.finetuning_type {
@@ -327,14 +338,10 @@ pub fn trainable_in_f32(network: Network) -> Network {
                 return param;
             }
             let (id, tensor, mapper) = param.consume();
-            let checkpointing = tensor.gradient_checkpointing_strategy();
-            // A fresh leaf from the inner (autodiff-free) tensor: a cast of a tracked tensor
-            // is not a leaf and could not require gradients.
-            let mut upcast = Tensor::from_inner(tensor.inner().cast(DType::F32));
-            if let Some(strategy) = checkpointing {
-                upcast = upcast.with_gradient_checkpointing_strategy(strategy);
-            }
-            Param::from_mapped_value(id, upcast.require_grad(), mapper)
+            // Cast without autodiff: a cast of a tracked tensor is no leaf and could not
+            // require gradients.
+            let upcast = leaf_like(tensor.clone().inner().cast(DType::F32), &tensor);
+            Param::from_mapped_value(id, upcast, mapper)
         }
     }
     network.map(&mut Upcast)
@@ -740,11 +747,8 @@ pub fn train(
     // Model: frozen parts, adapters, then (on resume) the checkpoint's weights.
     let total_params = model.network.num_params();
     let lora = prepare_trainable(&mut model, recipe);
-    if model.dtype != DType::F32 {
-        model.network = trainable_in_f32(model.network);
-        if let Some(note) = &model.dtype_note {
-            observer.message(note);
-        }
+    if let Some(note) = &model.dtype_note {
+        observer.message(note);
     }
     let adam = AdamWSettings {
         beta1: recipe.adam_beta1,
