@@ -11,6 +11,7 @@ use adamllm::models::layers::tensor_to_vec;
 use adamllm::models::registry::{family_of_preset, preset_names};
 use adamllm::models::{LoadOptions, Model, TokenBatch};
 use adamllm::precision::DTypeChoice;
+use adamllm::quantize::Quantization;
 use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
@@ -44,6 +45,9 @@ pub enum BenchCommand {
         /// shapes, where the device computes it).
         #[arg(long, default_value = "f32")]
         dtype: DTypeChoice,
+        /// Weight-only quantization of the linear layers: q8 or q4 (default: dense).
+        #[arg(long)]
+        quantize: Option<Quantization>,
     },
     /// Evaluation throughput (examples/s): batched generation against one prompt at a time,
     /// on a synthetic VQA_RAD-style benchmark (one 224×168 image and a short question per row).
@@ -154,6 +158,8 @@ struct ForwardRow {
     device: String,
     adapter: String,
     dtype: &'static str,
+    /// `q8`/`q4`, or null for dense weights.
+    quantize: Option<String>,
     batch: usize,
     prompt_tokens: usize,
     prefill_tokens_per_s: f64,
@@ -258,6 +264,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             batch,
             repeats,
             dtype,
+            quantize,
         } => {
             let mut rows = Vec::new();
             let tmp = tempfile::tempdir()?;
@@ -275,6 +282,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     let options = LoadOptions {
                         dtype,
                         template: None,
+                        quantize,
                     };
                     let model = Model::load_with(&dir, &selected.device, &options)?;
                     let load_seconds = t0.elapsed().as_secs_f64();
@@ -327,6 +335,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                         device: choice.to_string(),
                         adapter: selected.description.clone(),
                         dtype: adamllm::precision::dtype_name(model.dtype),
+                        quantize: quantize.map(|q| q.to_string()),
                         batch,
                         prompt_tokens: prompt.ids.len(),
                         prefill_tokens_per_s: tokens as f64 / prefill,

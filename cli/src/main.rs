@@ -37,6 +37,7 @@ use adamllm::models::prompt::LabelMode;
 use adamllm::models::registry::{family_of_preset, preset_names};
 use adamllm::models::{LoadOptions, Model};
 use adamllm::precision::{DTypeChoice, DtypeSupport, resolve_dtype};
+use adamllm::quantize::Quantization;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
@@ -65,6 +66,14 @@ pub struct DeviceArgs {
     /// folder (the model folder's Jinja template).
     #[arg(long)]
     pub template: Option<String>,
+    /// Weight-only quantization of the linear layers: q8 or q4 (blocks of 32, f32 scales;
+    /// embedding and LM head stay in --dtype). generate, loss, eval, synthesize and filter.
+    #[arg(long, value_parser = parse_quantization)]
+    pub quantize: Option<Quantization>,
+}
+
+fn parse_quantization(s: &str) -> Result<Quantization, String> {
+    s.parse()
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice, String> {
@@ -78,9 +87,28 @@ fn parse_dtype(s: &str) -> Result<DTypeChoice, String> {
 impl DeviceArgs {
     /// Selects the device and checks the dtype against it.
     pub fn select(&self) -> Result<SelectedDevice> {
+        self.refuse_quantization()?;
+        self.select_for_inference()
+    }
+
+    /// [`Self::select`] for a command that loads one model for inference, where `--quantize`
+    /// applies.
+    fn select_for_inference(&self) -> Result<SelectedDevice> {
         let selected = select_device(self.device)?;
         self.check_dtype(&selected)?;
         Ok(selected)
+    }
+
+    /// Refuses `--quantize` where the command trains (or loads no model).
+    pub fn refuse_quantization(&self) -> Result<()> {
+        if let Some(q) = self.quantize {
+            bail!(
+                "--quantize {q}: only generate, loss, eval, synthesize and filter load a \
+                 quantized model; training over a quantized base (QLoRA) is not supported yet \
+                 (--dtype bf16 or f16 halves the frozen base instead)"
+            );
+        }
+        Ok(())
     }
 
     /// Refuses `--dtype f16` or `bf16` on a device without that arithmetic, naming the
@@ -322,10 +350,11 @@ fn main() -> ExitCode {
 }
 
 fn load_model(dir: &std::path::Path, device: &DeviceArgs) -> Result<(Model, SelectedDevice)> {
-    let selected = device.select()?;
+    let selected = device.select_for_inference()?;
     let options = LoadOptions {
         dtype: device.dtype.unwrap_or_default(),
         template: device.template.clone(),
+        quantize: device.quantize,
     };
     let model = Model::load_with(dir, &selected.device, &options)?;
     if let Some(note) = &model.dtype_note {
@@ -624,7 +653,8 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
                     "{}",
                     serde_json::json!({"text": text, "token_ids": g.token_ids,
                         "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
-                        "dtype": adamllm::precision::dtype_name(model.dtype)})
+                        "dtype": adamllm::precision::dtype_name(model.dtype),
+                        "quantize": model.quantization.map(|q| q.to_string())})
                 );
             } else {
                 println!("{text}");

@@ -282,6 +282,7 @@ pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
         dtype: Some(recipe.dtype),
         ..args.device.clone()
     };
+    dtype_args.refuse_quantization()?;
     let (selected, replica_devices) = match &args.devices {
         Some(list) => {
             let mut devices = select_devices(list).map_err(anyhow::Error::msg)?;

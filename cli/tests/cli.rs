@@ -653,3 +653,41 @@ fn a_bf16_checkpoint_runs_in_the_dtype_each_device_computes() {
         &["--dtype bf16 is not supported on", "no bf16 arithmetic"],
     );
 }
+
+#[test]
+fn quantized_generation_keeps_the_dense_tokens_and_bad_schemes_are_named() {
+    // The fixture whose greedy path q8 keeps (core/tests/quantized.rs says why not every one).
+    let dir = repo().join("tests/fixtures/qwen2vl/cfg_b");
+    let image = dir.join("gen_prompt_0.png");
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", dir.to_str().unwrap()];
+        args.extend(["--image", image.to_str().unwrap()]);
+        args.extend(["--prompt", "Which organ is shown in this scan?"]);
+        args.extend([
+            "--max-new-tokens",
+            "8",
+            "--json",
+            "--device",
+            "cpu",
+            "--dtype",
+            "f32",
+        ]);
+        args.extend(extra);
+        run(&args)
+    };
+    let reply = |o: &Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(o));
+        serde_json::from_str(stdout(o).trim()).unwrap()
+    };
+    let dense = reply(&generate(&[]));
+    assert_eq!(dense["quantize"], serde_json::Value::Null, "{dense}");
+    let q8 = reply(&generate(&["--quantize", "q8"]));
+    assert_eq!(q8["quantize"], "q8", "{q8}");
+    assert_eq!(q8["dtype"], "f32", "{q8}");
+    assert_eq!(
+        q8["token_ids"], dense["token_ids"],
+        "q8 {q8} vs dense {dense}"
+    );
+    let o = generate(&["--quantize", "q3"]);
+    expect_failure(&o, &["unknown quantization \"q3\"", "q8, q4"]);
+}

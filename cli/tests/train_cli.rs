@@ -587,4 +587,21 @@ fn half_precision_bases_train_like_f32() {
     );
     expect_failure(&o, &["unknown dtype \"f8\"", "auto, f32, f16, bf16"]);
     assert!(!bad.exists());
+    // A quantized base is for inference so far: training refuses it, naming what to use.
+    let o = train(
+        &bad,
+        "lora",
+        "1e-3",
+        "2",
+        &["--device", "cpu", "--quantize", "q4"],
+    );
+    expect_failure(
+        &o,
+        &[
+            "--quantize q4",
+            "(QLoRA) is not supported yet",
+            "--dtype bf16",
+        ],
+    );
+    assert!(!bad.exists());
 }

@@ -23,6 +23,7 @@ pub mod limits;
 pub mod loss;
 pub mod models;
 pub mod precision;
+pub mod quantize;
 pub mod shard;
 pub mod synth;
 pub mod train;

@@ -233,6 +233,7 @@ fn a_failing_chat_template_is_named_with_its_line() {
     let options = LoadOptions {
         dtype: adamllm::precision::DTypeChoice::F32,
         template: Some("llama3".into()),
+        quantize: None,
     };
     let model = Model::load_with(&dir, &Device::flex(), &options).unwrap();
     let text = model
@@ -247,6 +248,7 @@ fn a_failing_chat_template_is_named_with_its_line() {
     let bad = LoadOptions {
         dtype: adamllm::precision::DTypeChoice::F32,
         template: Some("vicuna".into()),
+        quantize: None,
     };
     let err = Model::load_with(&dir, &Device::flex(), &bad)
         .err()

@@ -354,11 +354,11 @@ pub fn merge_eval(out_dir: &Path) -> Result<EvalSummary, EvalError> {
 
 /// What an evaluation's predictions belong to.
 fn eval_run_record(task: &EvalTask, model: &Model, max_new_tokens: usize) -> Value {
-    json!({
+    model.with_quantization_record(json!({
         "task": task.name(),
         "model": model.dir_record(),
         "max_new_tokens": max_new_tokens,
-    })
+    }))
 }
 
 /// Every prediction in the shard folders under `root`, finished or not, for an unsharded run

@@ -299,7 +299,7 @@ impl TextModel {
         let lm_head = if cfg.tie_word_embeddings && !w.contains(&format!("{head}.weight")) {
             None
         } else {
-            Some(w.linear(&head, hd, cfg.vocab_size, false)?)
+            Some(w.dense_linear(&head, hd, cfg.vocab_size, false)?)
         };
         Ok(Self {
             embed_tokens: Param::from_tensor(embed_tokens),

@@ -18,10 +18,11 @@ use burn::module::Module;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::batch::{ForwardError, ForwardOutput, TokenBatch};
+use super::checkpoint::CheckpointReader;
 use super::decoder::{AttentionInputs, KvCache, TextModel};
 use super::files::ModelFiles;
 use super::image::{ImageOptions, ImageProcessorError, ProcessedImage, load_and_process_with};
-use super::layers::{Linear, tensor_from_vec};
+use super::layers::{Linear, WeightLoader, tensor_from_vec};
 use super::prompt::{IGNORE_INDEX, Processor};
 use super::qwen2_vl::config::GenerationConfig;
 use super::rope::{RopePositions, RopeSpec, rope_tables, sequential_positions};
@@ -29,6 +30,7 @@ use crate::io::FileError;
 use crate::precision::{
     DTypeChoice, DtypeSupport, UnsupportedDtype, checkpoint_dtype, resolve_dtype,
 };
+use crate::quantize::Quantization;
 
 /// Additive mask value for disallowed attention (finite so fully masked rows stay finite).
 const MASKED: f32 = -1.0e9;
@@ -121,6 +123,8 @@ pub struct LoadOptions {
     pub dtype: DTypeChoice,
     /// A `--template` name overriding the family's default chat template.
     pub template: Option<String>,
+    /// Weight-only quantization of the linear layers (`--quantize`); `None` keeps them dense.
+    pub quantize: Option<Quantization>,
 }
 
 impl Default for LoadOptions {
@@ -128,6 +132,7 @@ impl Default for LoadOptions {
         Self {
             dtype: DTypeChoice::F32,
             template: None,
+            quantize: None,
         }
     }
 }
@@ -137,8 +142,17 @@ impl LoadOptions {
     pub fn dtype(dtype: DType) -> Self {
         Self {
             dtype: DTypeChoice::of(dtype),
-            template: None,
+            ..Self::default()
         }
+    }
+
+    /// A loader reading `reader` onto `device` in these options' dtype and quantization.
+    pub fn weight_loader<'a>(
+        &self,
+        reader: &'a CheckpointReader,
+        device: &Device,
+    ) -> WeightLoader<'a> {
+        WeightLoader::new(reader, device, self.weight_dtype()).with_quantization(self.quantize)
     }
 
     /// The dtype a family loads weights in (f32 for an unresolved `auto`).
@@ -205,6 +219,8 @@ pub struct Model {
     pub dtype: DType,
     /// Why `dtype` differs from the checkpoint's, when `auto` had to convert.
     pub dtype_note: Option<String>,
+    /// How the linear layers' weights are quantized (`None`: dense, in `dtype`).
+    pub quantization: Option<Quantization>,
 }
 
 impl Model {
@@ -243,7 +259,7 @@ impl Model {
         )?;
         let options = LoadOptions {
             dtype: DTypeChoice::of(resolved.dtype),
-            template: options.template.clone(),
+            ..options.clone()
         };
         let mut model = family.load(files, device, &options)?;
         model.dtype_note = resolved.note;
@@ -268,6 +284,7 @@ impl Model {
             device: device.clone(),
             dtype: options.weight_dtype(),
             dtype_note: None,
+            quantization: options.quantize,
         })
     }
 
@@ -292,6 +309,7 @@ impl Model {
             device,
             dtype: self.dtype,
             dtype_note: self.dtype_note.clone(),
+            quantization: self.quantization,
         }
     }
 
@@ -307,6 +325,15 @@ impl Model {
             .unwrap_or_else(|_| self.dir.clone())
             .display()
             .to_string()
+    }
+
+    /// `record` (a run's identity in its output folder) with `"quantize": "q8"` added when the
+    /// weights are quantized, so a run resumes or merges only rows of the same weights.
+    pub fn with_quantization_record(&self, mut record: serde_json::Value) -> serde_json::Value {
+        if let (Some(q), Some(fields)) = (self.quantization, record.as_object_mut()) {
+            fields.insert("quantize".into(), q.to_string().into());
+        }
+        record
     }
 
     /// Ids that end generation: the config's eos ids, generation_config's, and the turn end.

@@ -12,6 +12,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::checkpoint::CheckpointReader;
 use crate::io::FileError;
+use crate::quantize::{Quantization, is_quantized};
 
 /// Creates a float tensor from row-major values on `device` with `dtype`.
 pub fn tensor_from_vec<const D: usize>(
@@ -61,6 +62,7 @@ pub struct WeightLoader<'a> {
     reader: &'a CheckpointReader,
     device: Device,
     dtype: DType,
+    quantization: Option<Quantization>,
     used: BTreeSet<String>,
 }
 
@@ -71,8 +73,15 @@ impl<'a> WeightLoader<'a> {
             reader,
             device: device.clone(),
             dtype,
+            quantization: None,
             used: BTreeSet::new(),
         }
+    }
+
+    /// The same loader quantizing the weights of [`Self::linear`] layers (`None`: dense).
+    pub fn with_quantization(mut self, quantization: Option<Quantization>) -> Self {
+        self.quantization = quantization;
+        self
     }
 
     /// The device tensors go to.
@@ -103,6 +112,16 @@ impl<'a> WeightLoader<'a> {
         out_features: usize,
         in_features: usize,
     ) -> Result<Tensor<2>, FileError> {
+        self.linear_weight_in(name, out_features, in_features, self.dtype)
+    }
+
+    fn linear_weight_in(
+        &mut self,
+        name: &str,
+        out_features: usize,
+        in_features: usize,
+        dtype: DType,
+    ) -> Result<Tensor<2>, FileError> {
         let values = self.reader.read_f32(name, &[out_features, in_features])?;
         self.used.insert(name.to_string());
         let transposed = transpose_2d(&values, out_features, in_features);
@@ -110,11 +129,12 @@ impl<'a> WeightLoader<'a> {
             transposed,
             [in_features, out_features],
             &self.device,
-            self.dtype,
+            dtype,
         ))
     }
 
-    /// A `nn.Linear` at `prefix` (`prefix.weight`, and `prefix.bias` when `bias`).
+    /// A `nn.Linear` at `prefix` (`prefix.weight`, and `prefix.bias` when `bias`), its weight
+    /// quantized when the loader quantizes (the bias stays in the float dtype).
     pub fn linear(
         &mut self,
         prefix: &str,
@@ -122,17 +142,49 @@ impl<'a> WeightLoader<'a> {
         out_features: usize,
         bias: bool,
     ) -> Result<Linear, FileError> {
-        let weight = self.linear_weight(&format!("{prefix}.weight"), out_features, in_features)?;
-        let bias = if bias {
-            Some(Param::from_tensor(
-                self.tensor(&format!("{prefix}.bias"), [out_features])?,
-            ))
-        } else {
-            None
+        let Some(q) = self
+            .quantization
+            .filter(|_| Quantization::applies_to(out_features))
+        else {
+            return self.dense_linear(prefix, in_features, out_features, bias);
         };
+        // Quantized from the checkpoint's values, never from a half-precision rounding of them.
+        let name = format!("{prefix}.weight");
+        let weight = self.linear_weight_in(&name, out_features, in_features, DType::F32)?;
+        let weight = Param::from_tensor(q.quantize(weight)).set_require_grad(false);
+        Ok(Linear {
+            weight,
+            bias: self.bias(prefix, out_features, bias)?,
+            lora: None,
+        })
+    }
+
+    fn bias(
+        &mut self,
+        prefix: &str,
+        out_features: usize,
+        present: bool,
+    ) -> Result<Option<Param<Tensor<1>>>, FileError> {
+        if !present {
+            return Ok(None);
+        }
+        let bias = self.tensor(&format!("{prefix}.bias"), [out_features])?;
+        Ok(Some(Param::from_tensor(bias)))
+    }
+
+    /// A `nn.Linear` at `prefix` kept in the float dtype whatever the loader's quantization
+    /// (the LM head: the chunked cross-entropy multiplies by its dense weight).
+    pub fn dense_linear(
+        &mut self,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<Linear, FileError> {
+        let weight = self.linear_weight(&format!("{prefix}.weight"), out_features, in_features)?;
         Ok(Linear {
             weight: Param::from_tensor(weight),
-            bias,
+            bias: self.bias(prefix, out_features, bias)?,
             lora: None,
         })
     }
@@ -195,11 +247,17 @@ impl Linear {
     }
 
     /// Applies the layer to the last dimension of `x`, in `x`'s dtype (an f32 master weight
-    /// over half-precision activations is cast to theirs). An adapter sees `x` in its own
-    /// dtype, as PEFT casts the input to `lora_A`'s, and its output is cast back.
+    /// over half-precision activations is cast to theirs; a quantized weight is dequantized
+    /// to it inside the matmul). An adapter sees `x` in its own dtype, as PEFT casts the input
+    /// to `lora_A`'s, and its output is cast back.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
-        let weight = in_dtype(self.weight.val(), dtype);
+        let weight = self.weight.val();
+        let weight = if is_quantized(&weight) {
+            weight
+        } else {
+            in_dtype(weight, dtype)
+        };
         let bias = self.bias.as_ref().map(|b| in_dtype(b.val(), dtype));
         match &self.lora {
             None => burn::tensor::module::linear(x, weight, bias),

@@ -444,14 +444,14 @@ fn filter_run_record(
     input: &Path,
     options: &FilterOptions,
 ) -> Result<Value, SynthError> {
-    Ok(json!({
+    Ok(judge.with_quantization_record(json!({
         "job": FILTER_JOB,
         "judge": judge.dir_record(),
         "input": file_digest(input)?,
         "format": format!("{:?}", options.format),
         "shots": options.shots,
         "instructions": options.instructions,
-    }))
+    })))
 }
 
 /// A synthesis row's `syn_id` (checked when the file was read).

@@ -319,7 +319,7 @@ fn synthesis_run_record(
     images_dir: &Path,
     options: &SynthesizeOptions,
 ) -> Result<Value, SynthError> {
-    Ok(json!({
+    Ok(model.with_quantization_record(json!({
         "job": SYNTHESIS_JOB,
         "synthesizer": model.dir_record(),
         "input": file_digest(input)?,
@@ -327,7 +327,7 @@ fn synthesis_run_record(
         "max_new_tokens": options.max_new_tokens,
         "min_pixels": options.min_pixels,
         "max_pixels": options.max_pixels,
-    }))
+    })))
 }
 
 /// The generation done by one run (resumed rows excluded).

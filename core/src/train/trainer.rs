@@ -630,6 +630,7 @@ pub fn train(
     let load = LoadOptions {
         dtype: recipe.dtype,
         template: recipe.template.clone(),
+        quantize: None,
     };
     let mut model = Model::load_with(&request.model_dir, &train_device, &load)?;
 

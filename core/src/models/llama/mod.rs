@@ -26,7 +26,7 @@ use crate::models::family::{
     Family, FamilyNetwork, KeyLayout, LoadModelError, LoadOptions, Model, Part,
 };
 use crate::models::files::ModelFiles;
-use crate::models::layers::{Linear, WeightLoader};
+use crate::models::layers::Linear;
 use crate::models::prompt::{EndOfText, Processor, choose_template, tokenizer_from_files};
 
 /// The network: the language model alone.
@@ -173,7 +173,7 @@ impl Family for LlamaFamily {
         let processor = text_processor(files, &config, options.template.as_deref())?;
         let reader = CheckpointReader::open(files)?;
         config.vocab_size = checkpoint_vocab(&reader, "", config.vocab_size);
-        let mut loader = WeightLoader::new(&reader, device, options.weight_dtype());
+        let mut loader = options.weight_loader(&reader, device);
         let text = TextModel::load(&config.decoder_config(), &mut loader, "")?;
         let rope = config
             .rope()

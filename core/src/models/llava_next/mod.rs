@@ -38,7 +38,7 @@ use crate::models::family::{
 };
 use crate::models::files::ModelFiles;
 use crate::models::image::ProcessedImage;
-use crate::models::layers::{Linear, WeightLoader, in_dtype};
+use crate::models::layers::{Linear, in_dtype};
 use crate::models::llama::checkpoint_vocab;
 use crate::models::prompt::{
     EndOfText, ImageToken, Processor, choose_template, tokenizer_from_files,
@@ -508,7 +508,7 @@ impl Family for LlavaNextFamily {
             .into());
         }
         let processor = llava_processor(files, &config, tokenizer, options.template.as_deref())?;
-        let mut w = WeightLoader::new(&reader, device, options.weight_dtype());
+        let mut w = options.weight_loader(&reader, device);
         let vision = ClipVisionTower::load(&config.vision_config, &mut w, "vision_tower.")?;
         let (ve, te) = (
             config.vision_config.hidden_size,

@@ -34,7 +34,7 @@ use crate::models::family::{
     Family, FamilyNetwork, KeyLayout, LoadModelError, LoadOptions, Model, ModelSpec, Part,
 };
 use crate::models::files::ModelFiles;
-use crate::models::layers::{Linear, WeightLoader, tensor_from_vec};
+use crate::models::layers::{Linear, tensor_from_vec};
 use crate::models::rope::{RopePositions, RopeSpec, inverse_frequencies, section_axes};
 
 pub use crate::models::resample;
@@ -269,7 +269,7 @@ impl Family for Qwen2VlFamily {
         let processor =
             processor::processor_from_files(files, &config, options.template.as_deref())?;
         let reader = CheckpointReader::open(files)?;
-        let mut loader = WeightLoader::new(&reader, device, options.weight_dtype());
+        let mut loader = options.weight_loader(&reader, device);
         let vision = if config.is_text_only() {
             None
         } else {
