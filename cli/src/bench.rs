@@ -114,7 +114,9 @@ pub enum BenchCommand {
         presets: String,
         /// Modes (comma-separated): full (every weight trains), lora (r 8, α 16 on the
         /// language model's q,k,v,o,gate,up,down; the rest frozen); `lora:bf16`, `full:f16`,
-        /// ...: the same over a half-precision base (trainable weights in f32).
+        /// ...: the same over a half-precision base (trainable weights in f32); a `:gc` suffix
+        /// (`lora:bf16:gc`) recomputes each decoder layer in backward (gradient checkpointing,
+        /// which `adamllm train` does by default).
         #[arg(long, default_value = "full,lora")]
         modes: String,
         /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...; `a+b` is one data-parallel

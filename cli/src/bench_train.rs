@@ -53,21 +53,40 @@ pub struct TrainRow {
     fused_ops: Option<bool>,
 }
 
-/// A mode as given (`lora`, `full`, or either with the base's dtype: `lora:bf16`), split into
-/// the fine-tuning type and the dtype.
-fn split_mode(mode: &str) -> Result<(&str, DType)> {
-    let (kind, dtype) = mode.split_once(':').unwrap_or((mode, "f32"));
-    let choice: DTypeChoice = dtype
-        .parse()
-        .map_err(|e| anyhow::anyhow!("mode {mode:?}: {e}"))?;
-    let dtype = choice
-        .exact()
-        .with_context(|| format!("mode {mode:?}: name the dtype (f32, f16 or bf16)"))?;
-    Ok((kind, dtype))
+/// A mode as given: `lora` or `full`, optionally with the base's dtype and `gc` for gradient
+/// checkpointing (`lora:bf16`, `lora:bf16:gc`, `full:gc`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mode<'a> {
+    kind: &'a str,
+    dtype: DType,
+    gradient_checkpointing: bool,
 }
 
-fn recipe_for(mode: &str) -> Result<TrainRecipe> {
-    let pairs: Vec<(String, String)> = match mode {
+fn parse_mode(mode: &str) -> Result<Mode<'_>> {
+    let mut parts = mode.split(':');
+    let kind = parts.next().unwrap_or(mode);
+    let mut parsed = Mode {
+        kind,
+        dtype: DType::F32,
+        gradient_checkpointing: false,
+    };
+    for part in parts {
+        if part == "gc" {
+            parsed.gradient_checkpointing = true;
+            continue;
+        }
+        let choice: DTypeChoice = part
+            .parse()
+            .map_err(|e| anyhow::anyhow!("mode {mode:?}: {e} (or gc)"))?;
+        parsed.dtype = choice
+            .exact()
+            .with_context(|| format!("mode {mode:?}: name the dtype (f32, f16 or bf16)"))?;
+    }
+    Ok(parsed)
+}
+
+fn recipe_for(mode: Mode<'_>) -> Result<TrainRecipe> {
+    let mut pairs: Vec<(&str, &str)> = match mode.kind {
         "full" => vec![
             ("finetuning_type", "full"),
             ("freeze_vision_tower", "false"),
@@ -79,10 +98,17 @@ fn recipe_for(mode: &str) -> Result<TrainRecipe> {
             ("lora_alpha", "16"),
         ],
         other => bail!("unknown mode {other:?}; expected full or lora"),
-    }
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    };
+    let gc = if mode.gradient_checkpointing {
+        "true"
+    } else {
+        "false"
+    };
+    pairs.push(("gradient_checkpointing", gc));
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     TrainRecipe::load(None, &pairs).map_err(anyhow::Error::msg)
 }
 
@@ -110,14 +136,14 @@ fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) ->
     let first = device_name.split('+').next().unwrap_or(device_name).trim();
     let choice: DeviceChoice = first.parse().map_err(anyhow::Error::msg)?;
     let selected = select_device(choice)?;
-    let (kind, dtype) = split_mode(mode)?;
-    let mut model = Model::load(tmp.path(), &selected.device.clone().autodiff(), dtype)?;
+    let mode = parse_mode(mode)?;
+    let mut model = Model::load(tmp.path(), &selected.device.clone().autodiff(), mode.dtype)?;
     let vocab = model
         .processor
         .tokenizer
         .get_vocab_size(true)
         .min(model.spec.vocab_size);
-    prepare_trainable(&mut model, &recipe_for(kind)?);
+    prepare_trainable(&mut model, &recipe_for(mode)?);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let high = vocab.saturating_sub(100).max(1) as u32;
     let sequences: Vec<Vec<u32>> = (0..shape.batch)

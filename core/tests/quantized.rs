@@ -10,8 +10,7 @@ use adamllm::models::layers::tensor_to_vec;
 use adamllm::models::{LoadOptions, Model, TokenBatch};
 use adamllm::precision::DTypeChoice;
 use adamllm::quantize::{Quantization, is_quantized};
-use common::{fixture, read_reference, test_devices};
-use serde_json::Value;
+use common::{case_input, fixture, read_reference, test_devices};
 
 /// The parity fixtures: folder, a case with a generation prompt, a case with a supervised
 /// reply.
@@ -33,37 +32,6 @@ fn load(
         quantize: q,
     };
     Model::load_with(dir, device, &options).unwrap()
-}
-
-/// The case's transformers input ids and its images, processed by `model`.
-fn case_input(model: &Model, dir: &std::path::Path, case: &str) -> (PromptInput, Vec<i64>) {
-    let row: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap())
-            .unwrap();
-    let reference = read_reference(&dir.join(format!("{case}.safetensors")));
-    let images = row["images"]
-        .as_array()
-        .map(|paths| {
-            paths
-                .iter()
-                .map(|p| {
-                    model
-                        .load_image(&dir.join(p.as_str().unwrap()), &Default::default())
-                        .unwrap()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let ids = reference["input_ids"]
-        .i64()
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
-    let labels = reference
-        .get("labels")
-        .map(|l| l.i64().to_vec())
-        .unwrap_or_default();
-    (PromptInput { ids, images }, labels)
 }
 
 fn greedy(model: &Model, prompt: &PromptInput) -> Vec<i64> {

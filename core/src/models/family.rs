@@ -221,6 +221,10 @@ pub struct Model {
     pub dtype_note: Option<String>,
     /// How the linear layers' weights are quantized (`None`: dense, in `dtype`).
     pub quantization: Option<Quantization>,
+    /// Whether training recomputes each decoder layer's activations during the backward pass
+    /// instead of keeping them (transformers' `gradient_checkpointing_enable()`; see
+    /// [`crate::train::recompute`]). Off when loaded; the trainer sets it from the recipe.
+    pub gradient_checkpointing: bool,
 }
 
 impl Model {
@@ -285,6 +289,7 @@ impl Model {
             dtype: options.weight_dtype(),
             dtype_note: None,
             quantization: options.quantize,
+            gradient_checkpointing: false,
         })
     }
 
@@ -310,6 +315,7 @@ impl Model {
             dtype: self.dtype,
             dtype_note: self.dtype_note.clone(),
             quantization: self.quantization,
+            gradient_checkpointing: self.gradient_checkpointing,
         }
     }
 
@@ -419,12 +425,12 @@ impl Model {
         AttentionInputs { cos, sin, mask }
     }
 
-    /// Full forward pass over a batch (optionally filling a KV cache for generation).
-    pub fn forward(
+    /// What the decoder stack reads for a batch: the input embeddings (images merged in), the
+    /// rotary tables and mask, and each row's rotary positions.
+    pub fn decoder_inputs(
         &self,
         batch: &TokenBatch,
-        cache: Option<&mut KvCache>,
-    ) -> Result<ForwardOutput, ForwardError> {
+    ) -> Result<(Tensor<3>, AttentionInputs, Vec<RopePositions>), ForwardError> {
         let (_, l) = batch.dims();
         if l > self.spec.max_positions {
             return Err(ForwardError::TooLong {
@@ -436,6 +442,16 @@ impl Model {
         let positions = self.net().positions(batch);
         let axes: Vec<[Vec<i64>; 3]> = positions.iter().map(|p| p.axes.clone()).collect();
         let inputs = self.attention_inputs(&axes, &batch.mask, 0);
+        Ok((embeds, inputs, positions))
+    }
+
+    /// Full forward pass over a batch (optionally filling a KV cache for generation).
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Result<ForwardOutput, ForwardError> {
+        let (embeds, inputs, positions) = self.decoder_inputs(batch)?;
         let hidden = self.text().decode(embeds, &inputs, cache);
         Ok(ForwardOutput { hidden, positions })
     }
@@ -455,8 +471,14 @@ impl Model {
         batch: &TokenBatch,
         labels: &[Vec<i64>],
     ) -> Result<(Tensor<1>, usize), ForwardError> {
-        let (b, l) = batch.dims();
         let out = self.forward(batch, None)?;
+        Ok(self.loss_sum_of_hidden(out.hidden, labels))
+    }
+
+    /// [`Self::loss_sum`] from the final hidden states `[batch, len, hidden]` (after the
+    /// final norm).
+    pub fn loss_sum_of_hidden(&self, hidden: Tensor<3>, labels: &[Vec<i64>]) -> (Tensor<1>, usize) {
+        let [b, l, _] = hidden.dims();
         let mut rows = Vec::new();
         let mut targets = Vec::new();
         for (r, row_labels) in labels.iter().enumerate() {
@@ -470,9 +492,9 @@ impl Model {
         }
         let n = rows.len();
         if n == 0 {
-            return Ok((Tensor::zeros([1], (&self.device, DType::F32)), 0));
+            return (Tensor::zeros([1], (&self.device, DType::F32)), 0);
         }
-        let hidden = out.hidden.reshape([b * l, self.spec.hidden_size]);
+        let hidden = hidden.reshape([b * l, self.spec.hidden_size]);
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &self.device);
         let picked = hidden.select(0, rows);
         let text = self.text();
@@ -483,6 +505,6 @@ impl Model {
                 crate::kernels::target_column(&targets, &self.device),
             ),
         };
-        Ok((sum, n))
+        (sum, n)
     }
 }

@@ -21,6 +21,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::optimizer::{AdamW, ParamGroup, clip_factor, global_grad_norm};
+use super::recompute::recomputed_pass;
 use super::trainer::{StepOutcome, TrainError};
 use crate::models::layers::tensor_to_vec;
 use crate::models::{Model, TokenBatch};
@@ -124,15 +125,10 @@ pub(crate) fn device_pass(
             model.device.seed(seed_of(k));
         }
         let (batch, labels) = make_batch(k)?;
-        let (loss_sum, _) = model.loss_sum(&batch, &labels)?;
-        let loss = loss_sum / step_tokens.max(1) as f64;
-        losses.push(loss.clone().detach());
-        let scaled = if loss_scale == 1.0 {
-            loss
-        } else {
-            loss * loss_scale
-        };
-        let grads = GradientsParams::from_grads(scaled.backward(), &model.network);
+        let seed = seed_of.map(|seed_of| seed_of(k));
+        let (loss, grads) =
+            micro_batch_gradients(model, &batch, &labels, step_tokens, loss_scale, seed)?;
+        losses.push(loss);
         accumulator.accumulate(&model.network, grads);
     }
     // One read-back per device and step, as one device does for its step.
@@ -147,6 +143,52 @@ pub(crate) fn device_pass(
         .map(|(k, l)| (k, f64::from(l)))
         .collect();
     Ok((accumulator.grads(), losses))
+}
+
+/// The loss of one micro-batch divided by `step_tokens` (detached) and the gradients of that
+/// loss times `loss_scale`: from one graph over the whole forward pass, or, when the model
+/// has `gradient_checkpointing`, with each decoder layer recomputed
+/// ([`recomputed_pass`]; `seed` then seeds each layer's dropout masks).
+pub fn micro_batch_gradients(
+    model: &Model,
+    batch: &TokenBatch,
+    labels: &[Vec<i64>],
+    step_tokens: usize,
+    loss_scale: f64,
+    seed: Option<u64>,
+) -> Result<(Tensor<1>, GradientsParams), TrainError> {
+    if model.gradient_checkpointing {
+        Ok(recomputed_pass(
+            model,
+            batch,
+            labels,
+            step_tokens,
+            loss_scale,
+            seed,
+        )?)
+    } else {
+        full_graph_pass(model, batch, labels, step_tokens, loss_scale)
+    }
+}
+
+/// [`micro_batch_gradients`] from one graph over the whole forward pass.
+fn full_graph_pass(
+    model: &Model,
+    batch: &TokenBatch,
+    labels: &[Vec<i64>],
+    step_tokens: usize,
+    loss_scale: f64,
+) -> Result<(Tensor<1>, GradientsParams), TrainError> {
+    let (loss_sum, _) = model.loss_sum(batch, labels)?;
+    let loss = loss_sum / step_tokens.max(1) as f64;
+    let reported = loss.clone().detach();
+    let scaled = if loss_scale == 1.0 {
+        loss
+    } else {
+        loss * loss_scale
+    };
+    let grads = GradientsParams::from_grads(scaled.backward(), &model.network);
+    Ok((reported, grads))
 }
 
 /// How the devices of a step run.

@@ -53,7 +53,7 @@ const OWN_KEYS: [&str; 2] = ["vision_lr_multiplier", "mask_mode"];
 pub const SHARED_TEMPLATES: [&str; 3] = ["qwen2_vl", "llama3", "llava_next_llama3"];
 
 /// Keys about how LLaMA-Factory runs, not what it computes: ignored with this reason.
-const IGNORED: [(&str, &str); 44] = [
+const IGNORED: [(&str, &str); 42] = [
     (
         "deepspeed",
         "multi-GPU sharding; adamllm trains on one device",
@@ -113,11 +113,6 @@ const IGNORED: [(&str, &str); 44] = [
     ("push_to_hub", "no network access"),
     ("hub_model_id", "no network access"),
     ("torch_compile", "a PyTorch setting"),
-    (
-        "disable_gradient_checkpointing",
-        "a memory setting; results agree",
-    ),
-    ("gradient_checkpointing", "a memory setting; results agree"),
     ("low_cpu_mem_usage", "a loading setting"),
     (
         "cache_dir",
@@ -447,6 +442,10 @@ fn read_special(key: &str, value: &Value) -> Special {
         "bf16" if value.as_bool() == Some(true) => Special::Recipe("dtype", "bf16".into()),
         "fp16" if value.as_bool() == Some(true) => Special::Recipe("dtype", "f16".into()),
         "bf16" | "fp16" => Special::Handled,
+        "disable_gradient_checkpointing" if value.as_bool() == Some(true) => {
+            Special::Recipe("gradient_checkpointing", false.into())
+        }
+        "disable_gradient_checkpointing" => Special::Handled,
         "optim" => match value.as_str() {
             Some(name) if ADAMW_NAMES.contains(&name) => Special::Handled,
             _ => Special::Refuse(format!(
@@ -786,6 +785,9 @@ fn config_text(
     if r.dtype == DTypeChoice::F16 {
         text.push_str("fp16: true\n");
     }
+    if !r.gradient_checkpointing {
+        text.push_str("disable_gradient_checkpointing: true\n");
+    }
     text
 }
 
@@ -822,6 +824,12 @@ mod tests {
         assert_eq!(run.recipe.learning_rate, 2e-4);
         assert_eq!(run.recipe.template.as_deref(), Some("qwen2_vl"));
         assert_eq!(run.recipe.dtype, DTypeChoice::Bf16);
+        assert!(run.recipe.gradient_checkpointing, "LLaMA-Factory's default");
+        let off =
+            read_llamafactory_config(&write("stage: sft\ndisable_gradient_checkpointing: true\n"))
+                .unwrap();
+        assert!(!off.recipe.gradient_checkpointing);
+        assert!(off.warnings.is_empty(), "{:?}", off.warnings);
         let keys: Vec<&str> = run
             .warnings
             .iter()
@@ -850,6 +858,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2, key `learning_rate`"), "{e}");
+    }
+
+    #[test]
+    fn gradient_checkpointing_off_survives_export_and_reading_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("rows.jsonl");
+        let row = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#;
+        std::fs::write(&data, format!("{row}\n")).unwrap();
+        let recipe = TrainRecipe {
+            gradient_checkpointing: false,
+            ..TrainRecipe::default()
+        };
+        let data_files = [data];
+        let request = ExportRequest {
+            recipe: &recipe,
+            model: Path::new("Qwen/Qwen2-VL-2B-Instruct"),
+            family_template: Some("qwen2_vl"),
+            data: &data_files,
+            val_data: None,
+            images_dir: None,
+            output_dir: &dir.path().join("run"),
+            stages: false,
+        };
+        let out = dir.path().join("lf");
+        export_llamafactory(&request, &out).unwrap();
+        let yaml = std::fs::read_to_string(out.join(EXPORT_CONFIG_FILE)).unwrap();
+        assert!(
+            yaml.contains("disable_gradient_checkpointing: true"),
+            "{yaml}"
+        );
+        let back = read_llamafactory_config(&out.join(EXPORT_CONFIG_FILE)).unwrap();
+        assert!(!back.recipe.gradient_checkpointing);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! the loss plot.
 //!
 //! The loop is [`trainer`]; [`optimizer`] is AdamW, [`lora`] the adapters, [`data`] the
-//! samples, [`data_parallel`] the steps of a run over several devices. The other modules are host-side parts (no tensors):
+//! samples, [`data_parallel`] the steps of a run over several devices, [`recompute`] the
+//! backward pass that recomputes each decoder layer (gradient checkpointing). The other
+//! modules are host-side parts (no tensors):
 //! - [`recipe`]: the YAML training recipe (LLaMA-Factory key names), CLI overrides, fingerprint.
 //! - [`llamafactory`]: LLaMA-Factory SFT configs read as a run, and a run written as one.
 //! - [`schedule`]: learning rate per optimizer step, as transformers' schedulers compute it.
@@ -18,6 +20,7 @@ pub mod metrics_log;
 pub mod optimizer;
 pub mod plot;
 pub mod recipe;
+pub mod recompute;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;

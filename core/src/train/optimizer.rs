@@ -224,14 +224,22 @@ impl<G: Fn(&str) -> ParamGroup> ModuleMapper for StepMapper<'_, G> {
 /// A new parameter value from `value` (computed without autodiff) standing in for `param`: a
 /// graph leaf with `param`'s checkpointing strategy and gradient requirement.
 pub(crate) fn leaf_like<const D: usize>(value: Tensor<D>, param: &Tensor<D>) -> Tensor<D> {
-    let mut leaf = Tensor::from_inner(value);
-    if let Some(strategy) = param.gradient_checkpointing_strategy() {
-        leaf = leaf.with_gradient_checkpointing_strategy(strategy);
-    }
+    let mut leaf = autodiff_like(value, param);
     if param.is_require_grad() {
         leaf = leaf.require_grad();
     }
     leaf
+}
+
+/// `value` (computed without autodiff) on `reference`'s autodiff device, with its
+/// checkpointing strategy (tensors of different strategies cannot meet in one op), as a
+/// constant: it requires no gradient.
+pub(crate) fn autodiff_like<const D: usize>(value: Tensor<D>, reference: &Tensor<D>) -> Tensor<D> {
+    let lifted = Tensor::from_inner(value);
+    match reference.gradient_checkpointing_strategy() {
+        Some(strategy) => lifted.with_gradient_checkpointing_strategy(strategy),
+        None => lifted,
+    }
 }
 
 impl AdamW {

@@ -70,7 +70,7 @@ pub const DEFAULT_LORA_TARGETS: [&str; 7] = [
 
 /// Every recipe key, in the order the struct declares them. A test keeps it in step with the
 /// struct.
-pub const RECIPE_KEYS: [&str; 35] = [
+pub const RECIPE_KEYS: [&str; 36] = [
     "finetuning_type",
     "lora_rank",
     "lora_alpha",
@@ -106,12 +106,17 @@ pub const RECIPE_KEYS: [&str; 35] = [
     "mask_mode",
     "template",
     "dtype",
+    "gradient_checkpointing",
 ];
 
 /// Keys left out of [`TrainRecipe::fingerprint`]: they decide how often the run logs and saves,
-/// not what it computes, so changing them does not block a resume.
-pub const FINGERPRINT_EXCLUDED_KEYS: [&str; 3] =
-    ["logging_steps", "save_steps", "save_total_limit"];
+/// or how much memory it takes, not what it computes, so changing them does not block a resume.
+pub const FINGERPRINT_EXCLUDED_KEYS: [&str; 4] = [
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "gradient_checkpointing",
+];
 
 /// A training recipe. Unknown keys are rejected when reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +211,13 @@ pub struct TrainRecipe {
     /// `dtype: bf16`).
     #[serde(skip_serializing_if = "DTypeChoice::is_f32")]
     pub dtype: DTypeChoice,
+    /// Recompute each decoder layer's activations during the backward pass instead of keeping
+    /// them (transformers' gradient checkpointing; LLaMA-Factory's default, turned off there
+    /// by `disable_gradient_checkpointing: true`). It saves most activation memory for about
+    /// one extra forward pass and leaves the gradients as they are, so it is not part of the
+    /// fingerprint: a run may resume with it changed (with `lora_dropout`, the masks are then
+    /// drawn per layer, so they differ from the other setting's). Default true.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainRecipe {
@@ -246,6 +258,7 @@ impl Default for TrainRecipe {
             mask_mode: MaskMode::Assistant,
             template: None,
             dtype: DTypeChoice::F32,
+            gradient_checkpointing: true,
         }
     }
 }

@@ -282,9 +282,10 @@ pub fn param_group(net: &dyn FamilyNetwork, path: &str, recipe: &TrainRecipe) ->
 
 /// Freezes what the recipe keeps fixed and attaches LoRA adapters (returned settings) for
 /// `finetuning_type: lora`; over a half-precision base, what trains is then moved to f32
-/// ([`trainable_in_f32`]).
+/// ([`trainable_in_f32`]). Also sets the recipe's `gradient_checkpointing` on the model.
 pub fn prepare_trainable(model: &mut Model, recipe: &TrainRecipe) -> Option<LoraSettings> {
     let lora = freeze_and_attach(model, recipe);
+    model.gradient_checkpointing = recipe.gradient_checkpointing;
     if model.dtype != DType::F32 {
         model.network = trainable_in_f32(model.network.clone());
     }

@@ -252,3 +252,39 @@ pub fn score_and_generate(
         generated: out[0].token_ids.len(),
     })
 }
+
+/// A parity fixture case's transformers input ids (and labels, when it has them) and its
+/// images, processed by `model`.
+pub fn case_input(
+    model: &adamllm::models::Model,
+    dir: &Path,
+    case: &str,
+) -> (adamllm::generation::PromptInput, Vec<i64>) {
+    let row: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap())
+            .unwrap();
+    let reference = read_reference(&dir.join(format!("{case}.safetensors")));
+    let images = row["images"]
+        .as_array()
+        .map(|paths| {
+            paths
+                .iter()
+                .map(|p| {
+                    model
+                        .load_image(&dir.join(p.as_str().unwrap()), &Default::default())
+                        .unwrap()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ids = reference["input_ids"]
+        .i64()
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    let labels = reference
+        .get("labels")
+        .map(|l| l.i64().to_vec())
+        .unwrap_or_default();
+    (adamllm::generation::PromptInput { ids, images }, labels)
+}
