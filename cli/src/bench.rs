@@ -116,7 +116,8 @@ pub enum BenchCommand {
         /// language model's q,k,v,o,gate,up,down; the rest frozen); `lora:bf16`, `full:f16`,
         /// ...: the same over a half-precision base (trainable weights in f32); a `:gc` suffix
         /// (`lora:bf16:gc`) recomputes each decoder layer in backward (gradient checkpointing,
-        /// which `adamllm train` does by default).
+        /// which `adamllm train` does by default); `:q8` / `:q4` quantizes the frozen base
+        /// (`lora:f16:gc:q4`: QLoRA).
         #[arg(long, default_value = "full,lora")]
         modes: String,
         /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...; `a+b` is one data-parallel

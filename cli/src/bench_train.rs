@@ -6,8 +6,9 @@ use std::time::Instant;
 use adamllm::burn::tensor::DType;
 use adamllm::device::{DeviceChoice, select_device};
 use adamllm::models::registry::family_of_preset;
-use adamllm::models::{Model, TokenBatch};
+use adamllm::models::{LoadOptions, Model, TokenBatch};
 use adamllm::precision::{DTypeChoice, LossScaler};
+use adamllm::quantize::Quantization;
 use adamllm::train::data_parallel::{Replicas, Schedule, parallel_step};
 use adamllm::train::optimizer::{AdamW, AdamWSettings, ParamGroup, trainable_numel};
 use adamllm::train::recipe::TrainRecipe;
@@ -53,13 +54,15 @@ pub struct TrainRow {
     fused_ops: Option<bool>,
 }
 
-/// A mode as given: `lora` or `full`, optionally with the base's dtype and `gc` for gradient
-/// checkpointing (`lora:bf16`, `lora:bf16:gc`, `full:gc`).
+/// A mode as given: `lora` or `full`, optionally with the base's dtype, `gc` for gradient
+/// checkpointing and `q8`/`q4` for a quantized base (`lora:bf16`, `lora:bf16:gc`,
+/// `lora:f16:gc:q4`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Mode<'a> {
     kind: &'a str,
     dtype: DType,
     gradient_checkpointing: bool,
+    quantize: Option<Quantization>,
 }
 
 fn parse_mode(mode: &str) -> Result<Mode<'_>> {
@@ -69,15 +72,20 @@ fn parse_mode(mode: &str) -> Result<Mode<'_>> {
         kind,
         dtype: DType::F32,
         gradient_checkpointing: false,
+        quantize: None,
     };
     for part in parts {
         if part == "gc" {
             parsed.gradient_checkpointing = true;
             continue;
         }
+        if let Ok(q) = part.parse::<Quantization>() {
+            parsed.quantize = Some(q);
+            continue;
+        }
         let choice: DTypeChoice = part
             .parse()
-            .map_err(|e| anyhow::anyhow!("mode {mode:?}: {e} (or gc)"))?;
+            .map_err(|e| anyhow::anyhow!("mode {mode:?}: {e} (or gc, q8, q4)"))?;
         parsed.dtype = choice
             .exact()
             .with_context(|| format!("mode {mode:?}: name the dtype (f32, f16 or bf16)"))?;
@@ -105,10 +113,13 @@ fn recipe_for(mode: Mode<'_>) -> Result<TrainRecipe> {
         "false"
     };
     pairs.push(("gradient_checkpointing", gc));
-    let pairs: Vec<(String, String)> = pairs
+    let mut pairs: Vec<(String, String)> = pairs
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if let Some(q) = mode.quantize {
+        pairs.push(("quantize".into(), q.to_string()));
+    }
     TrainRecipe::load(None, &pairs).map_err(anyhow::Error::msg)
 }
 
@@ -137,7 +148,11 @@ fn setup(preset_name: &str, mode: &str, device_name: &str, shape: TrainShape) ->
     let choice: DeviceChoice = first.parse().map_err(anyhow::Error::msg)?;
     let selected = select_device(choice)?;
     let mode = parse_mode(mode)?;
-    let mut model = Model::load(tmp.path(), &selected.device.clone().autodiff(), mode.dtype)?;
+    let options = LoadOptions {
+        quantize: mode.quantize,
+        ..LoadOptions::dtype(mode.dtype)
+    };
+    let mut model = Model::load_with(tmp.path(), &selected.device.clone().autodiff(), &options)?;
     let vocab = model
         .processor
         .tokenizer

@@ -67,7 +67,8 @@ pub struct DeviceArgs {
     #[arg(long)]
     pub template: Option<String>,
     /// Weight-only quantization of the linear layers: q8 or q4 (blocks of 32, f32 scales;
-    /// embedding and LM head stay in --dtype). generate, loss, eval, synthesize and filter.
+    /// embedding and LM head stay in --dtype). generate, loss, eval, synthesize and filter;
+    /// for train, the recipe's `quantize` (LoRA over the quantized base: QLoRA).
     #[arg(long, value_parser = parse_quantization)]
     pub quantize: Option<Quantization>,
 }
@@ -88,24 +89,24 @@ impl DeviceArgs {
     /// Selects the device and checks the dtype against it.
     pub fn select(&self) -> Result<SelectedDevice> {
         self.refuse_quantization()?;
-        self.select_for_inference()
+        self.select_quantizable()
     }
 
-    /// [`Self::select`] for a command that loads one model for inference, where `--quantize`
-    /// applies.
-    fn select_for_inference(&self) -> Result<SelectedDevice> {
+    /// [`Self::select`] for a command where `--quantize` applies (one that loads a model to
+    /// run or to train LoRA over).
+    pub fn select_quantizable(&self) -> Result<SelectedDevice> {
         let selected = select_device(self.device)?;
         self.check_dtype(&selected)?;
         Ok(selected)
     }
 
-    /// Refuses `--quantize` where the command trains (or loads no model).
+    /// Refuses `--quantize` where the command loads no model to quantize (`train` takes it as
+    /// its recipe's `quantize`).
     pub fn refuse_quantization(&self) -> Result<()> {
         if let Some(q) = self.quantize {
             bail!(
-                "--quantize {q}: only generate, loss, eval, synthesize and filter load a \
-                 quantized model; training over a quantized base (QLoRA) is not supported yet \
-                 (--dtype bf16 or f16 halves the frozen base instead)"
+                "--quantize {q}: generate, loss, eval, synthesize and filter load a quantized \
+                 model, and train a quantized base (QLoRA); this command does neither"
             );
         }
         Ok(())
@@ -350,7 +351,7 @@ fn main() -> ExitCode {
 }
 
 fn load_model(dir: &std::path::Path, device: &DeviceArgs) -> Result<(Model, SelectedDevice)> {
-    let selected = device.select_for_inference()?;
+    let selected = device.select_quantizable()?;
     let options = LoadOptions {
         dtype: device.dtype.unwrap_or_default(),
         template: device.template.clone(),

@@ -276,13 +276,13 @@ pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
         );
         return Ok(());
     }
-    // `--dtype` is the recipe's `dtype` here (taken out with the other recipe flags); every
-    // device is checked, so no replica computes in another precision.
+    // `--dtype` and `--quantize` are the recipe's keys here (taken out with the other recipe
+    // flags); every device is checked, so no replica computes in another precision.
     let dtype_args = DeviceArgs {
         dtype: Some(recipe.dtype),
+        quantize: recipe.quantize,
         ..args.device.clone()
     };
-    dtype_args.refuse_quantization()?;
     let (selected, replica_devices) = match &args.devices {
         Some(list) => {
             let mut devices = select_devices(list).map_err(anyhow::Error::msg)?;
@@ -292,7 +292,7 @@ pub fn run(args: TrainArgs, overrides: &[(String, String)]) -> Result<()> {
             let first = devices.remove(0);
             (first, devices.into_iter().map(|d| d.device).collect())
         }
-        None => (dtype_args.select()?, Vec::new()),
+        None => (dtype_args.select_quantizable()?, Vec::new()),
     };
     let request = TrainRequest {
         model_dir: model,

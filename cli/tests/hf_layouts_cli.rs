@@ -468,8 +468,8 @@ fn bad_llamafactory_configs_are_named_and_write_nothing() {
     );
     let o = config("dataset: colors_tagged\npure_bf16: true\n");
     expect_failure(&o, &["lf.yaml", "line 6, key `pure_bf16`", "f32"]);
-    let o = config("dataset: colors_tagged\nquantization_bit: 4\n");
-    expect_failure(&o, &["`quantization_bit`"]);
+    let o = config("dataset: colors_tagged\nquantization_bit: 2\n");
+    expect_failure(&o, &["line 6, key `quantization_bit`", "8 or 4"]);
     assert!(!out.exists());
     // An export the other tool cannot express is refused before anything is written.
     let export = dir.join("export");

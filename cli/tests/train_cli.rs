@@ -567,41 +567,34 @@ fn half_precision_bases_train_like_f32() {
             }
         }
     }
-    // A dtype the device cannot compute in is named before anything is written.
+    // A dtype the device cannot compute in is named before anything is written; a quantized
+    // base trains LoRA adapters only (QLoRA); an unknown scheme is named.
     let bad = tmp.path().join("bad");
-    let o = train(
-        &bad,
-        "lora",
-        "1e-3",
-        "2",
-        &["--device", "wgpu", "--dtype", "bf16"],
-    );
-    expect_failure(&o, &["--dtype bf16 is not supported", "no bf16 arithmetic"]);
-    assert!(!bad.exists());
-    let o = train(
-        &bad,
-        "lora",
-        "1e-3",
-        "2",
-        &["--device", "cpu", "--dtype", "f8"],
-    );
-    expect_failure(&o, &["unknown dtype \"f8\"", "auto, f32, f16, bf16"]);
-    assert!(!bad.exists());
-    // A quantized base is for inference so far: training refuses it, naming what to use.
-    let o = train(
-        &bad,
-        "lora",
-        "1e-3",
-        "2",
-        &["--device", "cpu", "--quantize", "q4"],
-    );
-    expect_failure(
-        &o,
-        &[
-            "--quantize q4",
-            "(QLoRA) is not supported yet",
-            "--dtype bf16",
-        ],
-    );
-    assert!(!bad.exists());
+    let cases: [(&str, [&str; 4], &[&str]); 4] = [
+        (
+            "lora",
+            ["--device", "wgpu", "--dtype", "bf16"],
+            &["--dtype bf16 is not supported", "no bf16 arithmetic"],
+        ),
+        (
+            "lora",
+            ["--device", "cpu", "--dtype", "f8"],
+            &["unknown dtype \"f8\"", "auto, f32, f16, bf16"],
+        ),
+        (
+            "full",
+            ["--device", "cpu", "--quantize", "q4"],
+            &["quantize", "q4 base cannot train", "finetuning_type: lora"],
+        ),
+        (
+            "lora",
+            ["--device", "cpu", "--quantize", "q3"],
+            &["unknown quantization \"q3\"", "q8, q4"],
+        ),
+    ];
+    for (mode, flags, expected) in cases {
+        let o = train(&bad, mode, "1e-3", "2", &flags);
+        expect_failure(&o, expected);
+        assert!(!bad.exists(), "{flags:?} wrote {}", bad.display());
+    }
 }

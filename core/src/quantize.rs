@@ -40,6 +40,14 @@ impl Quantization {
     /// Every accepted spelling, for error messages.
     pub const NAMES: [&'static str; 2] = ["q8", "q4"];
 
+    /// Bits per value (LLaMA-Factory's `quantization_bit`).
+    pub fn bits(self) -> u8 {
+        match self {
+            Self::Q8 => 8,
+            Self::Q4 => 4,
+        }
+    }
+
     /// Burn's value type for this choice.
     fn value(self) -> QuantValue {
         match self {

@@ -1,6 +1,7 @@
 //! Weight-only quantization (`--quantize q8|q4`) on the transformers parity fixtures of every
 //! family: which weights are quantized, q8's greedy tokens against transformers' f32 ones, and
-//! the loss each quantization moves, on flex and on wgpu.
+//! the loss each quantization moves, on flex and on wgpu; and LoRA training over a quantized
+//! base (QLoRA) with its merged export.
 
 mod common;
 
@@ -11,6 +12,7 @@ use adamllm::models::{LoadOptions, Model, TokenBatch};
 use adamllm::precision::DTypeChoice;
 use adamllm::quantize::{Quantization, is_quantized};
 use common::{case_input, fixture, read_reference, test_devices};
+use serde_json::Value;
 
 /// The parity fixtures: folder, a case with a generation prompt, a case with a supervised
 /// reply.
@@ -185,3 +187,120 @@ fn quantized_losses_stay_near_f32() {
         }
     }
 }
+
+/// QLoRA (`quantize` in a LoRA recipe): the adapters train over the q8 base as they do over
+/// the dense one, and the exported model is the checkpoint's own weights plus the adapters'
+/// update, not the quantized weights plus it.
+#[test]
+fn qlora_trains_over_a_quantized_base_and_merges_into_the_dense_one() {
+    use adamllm::train::recipe::TrainRecipe;
+    use adamllm::train::trainer::{TrainRequest, train};
+    let dir = fixture("qwen2vl/cfg_b");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("one_image_0.png"), tmp.path().join("picture.png")).unwrap();
+    let rows: Vec<Value> = ["A red square.", "It is a picture."]
+        .iter()
+        .map(|answer| {
+            serde_json::json!({
+                "messages": [
+                    {"role": "user", "content": "<image>What is shown?"},
+                    {"role": "assistant", "content": answer}
+                ],
+                "images": ["picture.png"]
+            })
+        })
+        .collect();
+    let data = tmp.path().join("data.jsonl");
+    common::write_jsonl(&data, &rows);
+    let run = |quantize: Option<&str>| {
+        let mut pairs = vec![
+            ("finetuning_type", "lora"),
+            ("learning_rate", "1e-2"),
+            ("lr_scheduler_type", "constant"),
+            ("per_device_train_batch_size", "2"),
+            ("max_steps", "12"),
+            ("save_steps", "0"),
+            ("logging_steps", "1"),
+        ];
+        if let Some(q) = quantize {
+            pairs.push(("quantize", q));
+        }
+        let pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let out = tmp
+            .path()
+            .join(format!("run-{}", quantize.unwrap_or("dense")));
+        let request = TrainRequest {
+            model_dir: dir.clone(),
+            data: vec![data.clone()],
+            layouts: Default::default(),
+            stages: false,
+            val_data: None,
+            images_dir: None,
+            out: out.clone(),
+            recipe: TrainRecipe::load(None, &pairs).unwrap(),
+            device: adamllm::burn::tensor::Device::flex(),
+            replica_devices: Vec::new(),
+            resume: false,
+            skip_bad: false,
+        };
+        let summary = train(&request, &mut NoObserver).unwrap();
+        let losses: Vec<f64> = summary.losses.iter().map(|l| l.loss).collect();
+        (losses, out)
+    };
+    let (dense, _) = run(None);
+    let (quantized, out) = run(Some("q8"));
+    let (first, last) = (quantized[0], *quantized.last().unwrap());
+    assert!(
+        last < 0.7 * first,
+        "q8 base: the loss went from {first} to {last}"
+    );
+    let dense_last = *dense.last().unwrap();
+    assert!(
+        (last - dense_last).abs() <= 0.05 * dense_last,
+        "final loss over q8 {last} vs over the dense base {dense_last}"
+    );
+    assert!(
+        (first - dense[0]).abs() <= 1e-2 * dense[0] && first != dense[0],
+        "first loss over q8 {first} vs dense {}",
+        dense[0]
+    );
+
+    // The merged q_proj of layer 0 is the checkpoint's weight plus (α/r)·A·B, to the bf16
+    // rounding of the export; merging into the q8 values would miss by up to half a q8 step.
+    let host = adamllm::burn::tensor::Device::flex();
+    let q_proj =
+        |model: &Model| tensor_to_vec(model.text().layers[0].self_attn.q_proj.weight.val());
+    let base = q_proj(&load(&dir, &host, None));
+    let merged = q_proj(&load(&out.join("model"), &host, None));
+    let adapter = read_reference(&out.join("adapter/adapter_model.safetensors"));
+    let key = "base_model.model.model.layers.0.self_attn.q_proj";
+    let a = &adapter[&format!("{key}.lora_A.weight")]; // [r, in]
+    let b = &adapter[&format!("{key}.lora_B.weight")]; // [out, r]
+    let (r, fan_in, fan_out) = (a.shape()[0], a.shape()[1], b.shape()[0]);
+    let scale = 2.0; // lora_alpha defaults to 2·r
+    let mut moved = 0;
+    for i in 0..fan_in {
+        for o in 0..fan_out {
+            let delta: f32 = (0..r)
+                .map(|k| a.f32()[k * fan_in + i] * b.f32()[o * r + k])
+                .sum::<f32>()
+                * scale;
+            let want = base[i * fan_out + o] + delta;
+            let got = merged[i * fan_out + o];
+            assert!(
+                (got - want).abs() <= want.abs() / 256.0 + 1e-7,
+                "q_proj[{i}, {o}]: exported {got}, checkpoint + update {want}"
+            );
+            moved += usize::from(delta.abs() > want.abs() / 128.0);
+        }
+    }
+    assert!(moved > 0, "the adapter changed nothing visible in bf16");
+}
+
+/// A training observer that ignores every report.
+struct NoObserver;
+
+impl adamllm::train::trainer::TrainObserver for NoObserver {}

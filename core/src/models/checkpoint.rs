@@ -359,6 +359,11 @@ impl StorageDtype {
         }
     }
 
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        self.safetensors().bitsize() / 8
+    }
+
     /// The safetensors dtype.
     fn safetensors(self) -> Dtype {
         match self {
@@ -452,10 +457,7 @@ pub fn write_safetensors_streaming(
     dtype: StorageDtype,
     mut values: impl FnMut(usize) -> Vec<f32>,
 ) -> Result<(), FileError> {
-    let (dt, width) = (
-        dtype.safetensors().to_string(),
-        dtype.safetensors().bitsize() / 8,
-    );
+    let (dt, width) = (dtype.safetensors().to_string(), dtype.bytes());
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;

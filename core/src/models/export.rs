@@ -16,20 +16,28 @@ use super::Network;
 use super::family::{KeyLayout, Model};
 use super::paths::ModulePath;
 use crate::io::FileError;
-use crate::models::checkpoint::{NamedTensor, StorageDtype, write_safetensors};
+use crate::models::checkpoint::{INDEX_FILE, StorageDtype, write_safetensors_streaming};
 use crate::models::layers::{tensor_to_vec, transpose_2d};
 
 /// File name of a single-file checkpoint.
 pub const MODEL_FILE: &str = "model.safetensors";
 
-/// Collects `(path, dims, values)` of the float parameters `keep` accepts.
-struct Collector<F: Fn(&str) -> bool> {
-    path: ModulePath,
-    keep: F,
-    out: Vec<(String, Vec<usize>, Vec<f32>)>,
+/// A float parameter's module path, dims and flattened values (a handle: nothing is read
+/// back from the device until asked).
+struct PathParam {
+    path: String,
+    dims: Vec<usize>,
+    flat: Tensor<1>,
 }
 
-impl<F: Fn(&str) -> bool> ModuleVisitor for Collector<F> {
+/// Collects a [`PathParam`] for each float parameter whose path `keep` accepts.
+struct PathCollector<F: Fn(&str) -> bool> {
+    path: ModulePath,
+    keep: F,
+    out: Vec<PathParam>,
+}
+
+impl<F: Fn(&str) -> bool> ModuleVisitor for PathCollector<F> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.enter(name, container_type);
     }
@@ -43,11 +51,26 @@ impl<F: Fn(&str) -> bool> ModuleVisitor for Collector<F> {
         if !(self.keep)(&path) {
             return;
         }
-        let tensor = param.val();
+        let tensor = param.val().detach();
         let dims = tensor.dims().to_vec();
-        let values = tensor_to_vec(tensor);
-        self.out.push((path, dims, values));
+        let numel = dims.iter().product::<usize>();
+        self.out.push(PathParam {
+            path,
+            dims,
+            flat: tensor.reshape([numel]),
+        });
     }
+}
+
+/// The float parameters of `module` whose path `keep` accepts, in module order.
+fn params_with_paths<M: Module>(module: &M, keep: impl Fn(&str) -> bool) -> Vec<PathParam> {
+    let mut collector = PathCollector {
+        path: ModulePath::new(),
+        keep,
+        out: Vec::new(),
+    };
+    module.visit(&mut collector);
+    collector.out
 }
 
 /// Every parameter of `module` with its module path, dims and values (host copies).
@@ -60,41 +83,182 @@ pub fn parameters_where<M: Module>(
     module: &M,
     keep: impl Fn(&str) -> bool,
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut collector = Collector {
-        path: ModulePath::new(),
-        keep,
-        out: Vec::new(),
-    };
-    module.visit(&mut collector);
-    collector.out
+    params_with_paths(module, keep)
+        .into_iter()
+        .map(|p| (p.path, p.dims, tensor_to_vec(p.flat)))
+        .collect()
 }
 
-/// The dense checkpoint tensors of a network under transformers' keys and shapes.
-pub fn checkpoint_tensors(network: &Network) -> Vec<NamedTensor> {
+/// Hugging Face's default shard size: `save_pretrained(max_shard_size="5GB")`, 5·10⁹ bytes.
+pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// One dense checkpoint tensor to export: its key and stored shape, and where its values are
+/// (a handle on the parameter, flattened; read only when its shard is written).
+struct ExportEntry {
+    name: String,
+    shape: Vec<usize>,
+    dims: Vec<usize>,
+    layout: KeyLayout,
+    values: Tensor<1>,
+}
+
+impl ExportEntry {
+    /// The values in the checkpoint's layout (read back from the device now).
+    fn stored_values(&self) -> Vec<f32> {
+        let values = tensor_to_vec(self.values.clone());
+        match self.layout {
+            KeyLayout::Same => values,
+            KeyLayout::Transposed | KeyLayout::TransposedAs(_) => {
+                transpose_2d(&values, self.dims[0], self.dims[1])
+            }
+        }
+    }
+}
+
+/// The dense checkpoint entries of a network, in module order.
+fn export_entries(network: &Network) -> Vec<ExportEntry> {
     let family = network.family();
-    parameters_by_path(network)
+    params_with_paths(network, |_| true)
         .into_iter()
-        .filter_map(|(path, dims, values)| {
-            let (name, layout) = family.checkpoint_key(&path, &dims)?;
-            Some(match layout {
-                KeyLayout::Same => NamedTensor {
-                    name,
-                    shape: dims,
-                    values,
-                },
-                KeyLayout::Transposed => NamedTensor {
-                    name,
-                    shape: vec![dims[1], dims[0]],
-                    values: transpose_2d(&values, dims[0], dims[1]),
-                },
-                KeyLayout::TransposedAs(shape) => NamedTensor {
-                    name,
-                    shape,
-                    values: transpose_2d(&values, dims[0], dims[1]),
-                },
+        .filter_map(|p| {
+            let (name, layout) = family.checkpoint_key(&p.path, &p.dims)?;
+            let shape = match &layout {
+                KeyLayout::Same => p.dims.clone(),
+                KeyLayout::Transposed => vec![p.dims[1], p.dims[0]],
+                KeyLayout::TransposedAs(shape) => shape.clone(),
+            };
+            Some(ExportEntry {
+                name,
+                shape,
+                dims: p.dims,
+                layout,
+                values: p.flat,
             })
         })
         .collect()
+}
+
+/// Splits tensors of the given byte sizes into shards as transformers'
+/// `save_pretrained(max_shard_size=…)` does: in order, a new shard when the next tensor would
+/// take the current one past `max_bytes`, and a tensor larger than `max_bytes` in a shard of
+/// its own (placed before the shard being filled). Returns each shard's tensor indices.
+pub fn plan_shards(sizes: &[u64], max_bytes: u64) -> Vec<Vec<usize>> {
+    let mut shards = Vec::new();
+    let mut current = Vec::new();
+    let mut current_bytes = 0u64;
+    for (i, &size) in sizes.iter().enumerate() {
+        if size > max_bytes {
+            shards.push(vec![i]);
+            continue;
+        }
+        if current_bytes + size > max_bytes {
+            shards.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current.push(i);
+        current_bytes += size;
+    }
+    if !current.is_empty() {
+        shards.push(current);
+    }
+    shards
+}
+
+/// Reads a shard size as transformers' `convert_file_size_to_int` does: a byte count, or an
+/// integer followed by `GB`/`MB`/`KB` (powers of 10) or `GiB`/`MiB`/`KiB` (powers of 2), any
+/// case; a lower-case final `b` (`5Gb`) counts bits.
+pub fn parse_shard_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let bad = || format!("{text:?} is not a size; write bytes or e.g. 5GB, 500MB, 2GiB");
+    if let Ok(bytes) = text.parse::<u64>() {
+        return Ok(bytes);
+    }
+    let upper = text.to_ascii_uppercase();
+    let units: [(&str, u64); 6] = [
+        ("GIB", 1 << 30),
+        ("MIB", 1 << 20),
+        ("KIB", 1 << 10),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("KB", 1_000),
+    ];
+    let (unit, scale) = units
+        .iter()
+        .find(|(unit, _)| upper.ends_with(unit))
+        .ok_or_else(bad)?;
+    let number: u64 = text[..text.len() - unit.len()]
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    let bytes = number.checked_mul(*scale).ok_or_else(bad)?;
+    let bits = unit.len() == 2 && text.ends_with('b');
+    Ok(if bits { bytes / 8 } else { bytes })
+}
+
+/// transformers' shard file names: `model.safetensors` alone, else
+/// `model-00001-of-00003.safetensors`, ...
+fn shard_file_names(count: usize) -> Vec<String> {
+    if count == 1 {
+        return vec![MODEL_FILE.to_string()];
+    }
+    (1..=count)
+        .map(|i| format!("model-{i:05}-of-{count:05}.safetensors"))
+        .collect()
+}
+
+/// Writes the network's dense checkpoint into `out` in shards of at most `max_shard_bytes`
+/// (with `model.safetensors.index.json` when there are several), one tensor in host memory at
+/// a time. Weight files of an earlier export that the new one does not use are removed.
+fn write_checkpoint_shards(
+    network: &Network,
+    out: &Path,
+    dtype: StorageDtype,
+    max_shard_bytes: u64,
+) -> Result<(), FileError> {
+    let entries = export_entries(network);
+    let width = dtype.bytes() as u64;
+    let sizes: Vec<u64> = entries
+        .iter()
+        .map(|e| e.shape.iter().product::<usize>() as u64 * width)
+        .collect();
+    let shards = plan_shards(&sizes, max_shard_bytes.max(1));
+    let files = shard_file_names(shards.len());
+    let mut weight_map = serde_json::Map::new();
+    for (shard, file) in shards.iter().zip(&files) {
+        let header: Vec<(String, Vec<usize>)> = shard
+            .iter()
+            .map(|&i| (entries[i].name.clone(), entries[i].shape.clone()))
+            .collect();
+        write_safetensors_streaming(&out.join(file), &header, dtype, |k| {
+            entries[shard[k]].stored_values()
+        })?;
+        for &i in shard {
+            weight_map.insert(entries[i].name.clone(), file.clone().into());
+        }
+    }
+    let index_path = out.join(INDEX_FILE);
+    if files.len() > 1 {
+        let index = serde_json::json!({
+            "metadata": {"total_size": sizes.iter().sum::<u64>()},
+            "weight_map": weight_map,
+        });
+        crate::io::write_json_atomic(&index_path, &index)?;
+    }
+    remove_stale_weight_files(out, &files)
+}
+
+/// Removes weight files (and a shard index no longer needed) that are not in `keep`.
+fn remove_stale_weight_files(out: &Path, keep: &[String]) -> Result<(), FileError> {
+    let entries = std::fs::read_dir(out).map_err(|e| FileError::io(out, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| FileError::io(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let needed = keep.contains(&name) || (name == INDEX_FILE && keep.len() > 1);
+        if is_weight_file(&name) && !needed {
+            std::fs::remove_file(entry.path()).map_err(|e| FileError::io(&entry.path(), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Files of a model folder that describe it without holding weights (copied on export).
@@ -107,10 +271,12 @@ fn is_weight_file(name: &str) -> bool {
 
 /// Writes `model` as a Hugging Face model folder at `out`: the non-weight files of the folder
 /// it was loaded from (config, tokenizer, processor, chat template, generation config) and
-/// one `model.safetensors` in the model's dtype (a bf16 model exports bf16). The folder loads
-/// with every `adamllm` command and with transformers' `from_pretrained`. Each file is written
-/// atomically.
-pub fn save_model_dir(model: &Model, out: &Path) -> Result<(), FileError> {
+/// the weights in the model's dtype (a bf16 model exports bf16), in shards of at most
+/// `max_shard_bytes` as transformers writes them (one `model.safetensors` when they fit). The
+/// folder loads with every `adamllm` command and with transformers' `from_pretrained`. Each
+/// file is written atomically, and the weights one tensor at a time: the host never holds a
+/// second copy of the model.
+pub fn save_model_dir(model: &Model, out: &Path, max_shard_bytes: u64) -> Result<(), FileError> {
     std::fs::create_dir_all(out).map_err(|e| FileError::io(out, e))?;
     let entries = std::fs::read_dir(&model.dir).map_err(|e| FileError::io(&model.dir, e))?;
     for entry in entries {
@@ -125,11 +291,11 @@ pub fn save_model_dir(model: &Model, out: &Path) -> Result<(), FileError> {
     if let Some(config) = model.net().export_config() {
         crate::io::write_json_atomic(&out.join("config.json"), &config)?;
     }
-    let tensors = checkpoint_tensors(&model.network);
-    write_safetensors(
-        &out.join(MODEL_FILE),
-        &tensors,
+    write_checkpoint_shards(
+        &model.network,
+        out,
         StorageDtype::of(model.dtype),
+        max_shard_bytes,
     )
 }
 
@@ -169,4 +335,42 @@ pub fn module_checkpoint_name(family: &dyn super::FamilyNetwork, module_path: &s
         .checkpoint_key(&format!("{module_path}.weight"), &[1, 1])
         .map(|(name, _)| name.strip_suffix(".weight").unwrap_or(&name).to_string())
         .unwrap_or_else(|| module_path.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_as_transformers_does() {
+        // Fill in order; a new shard when the next tensor would pass the limit.
+        assert_eq!(plan_shards(&[4, 4, 4, 4], 10), vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(plan_shards(&[5, 5, 1], 10), vec![vec![0, 1], vec![2]]);
+        // A tensor over the limit gets its own shard, before the one being filled.
+        assert_eq!(plan_shards(&[3, 12, 3], 10), vec![vec![1], vec![0, 2]]);
+        assert_eq!(plan_shards(&[3, 4], 10), vec![vec![0, 1]]);
+        assert_eq!(shard_file_names(1), ["model.safetensors"]);
+        assert_eq!(
+            shard_file_names(2),
+            [
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"
+            ]
+        );
+    }
+
+    #[test]
+    fn shard_sizes_read_as_transformers_reads_them() {
+        assert_eq!(parse_shard_size("5GB"), Ok(5_000_000_000));
+        assert_eq!(parse_shard_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_shard_size("500mb"), Ok(62_500_000)); // megabits, as transformers reads it
+        assert_eq!(parse_shard_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_shard_size("100KB"), Ok(100_000));
+        assert_eq!(parse_shard_size("8Gb"), Ok(1_000_000_000));
+        assert_eq!(parse_shard_size("12345"), Ok(12_345));
+        for bad in ["5 TB", "GB", "1.5GB", "-3MB", ""] {
+            let e = parse_shard_size(bad).unwrap_err();
+            assert!(e.contains("not a size") && e.contains("5GB"), "{bad}: {e}");
+        }
+    }
 }

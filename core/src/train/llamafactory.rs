@@ -47,7 +47,7 @@ fn is_same_key(key: &str) -> bool {
 
 /// Recipe keys adamllm has and LLaMA-Factory does not: read, with a warning that
 /// LLaMA-Factory itself would refuse the file.
-const OWN_KEYS: [&str; 2] = ["vision_lr_multiplier", "mask_mode"];
+const OWN_KEYS: [&str; 3] = ["vision_lr_multiplier", "mask_mode", "max_shard_size"];
 
 /// Templates both tools render alike, by LLaMA-Factory's names.
 pub const SHARED_TEMPLATES: [&str; 3] = ["qwen2_vl", "llama3", "llava_next_llama3"];
@@ -136,7 +136,7 @@ fn is_null(v: &Value) -> bool {
     v.is_null() || v.as_str().is_some_and(str::is_empty)
 }
 
-const REFUSED: [Refusal; 24] = [
+const REFUSED: [Refusal; 23] = [
     (
         "stage",
         |v| v.as_str() == Some("sft"),
@@ -151,11 +151,6 @@ const REFUSED: [Refusal; 24] = [
         "pure_bf16",
         is_false,
         "pure bf16 keeps the weights and optimizer in bf16; adamllm keeps trainable weights in f32 (use bf16: true)",
-    ),
-    (
-        "quantization_bit",
-        is_null,
-        "quantized (QLoRA) training is not available yet",
     ),
     (
         "adapter_name_or_path",
@@ -353,6 +348,10 @@ pub fn read_llamafactory_config(path: &Path) -> Result<LlamaFactoryRun, FileErro
                 Special::Recipe(name, v) => {
                     recipe_keys.insert(name.to_owned(), v);
                 }
+                Special::Nearest(name, v, how) => {
+                    warnings.push(format!("`{key}` read as `{name}: {}`: {how}", scalar(&v)));
+                    recipe_keys.insert(name.to_owned(), v);
+                }
                 Special::Unknown => warnings.push(format!(
                     "`{key}` ignored: not a LLaMA-Factory key adamllm knows"
                 )),
@@ -422,6 +421,8 @@ enum Special {
     Refuse(String),
     /// Sets this recipe key.
     Recipe(&'static str, Value),
+    /// Sets this recipe key to the nearest adamllm has, with a warning saying how it differs.
+    Nearest(&'static str, Value, &'static str),
     /// Not a key known here.
     Unknown,
 }
@@ -454,6 +455,18 @@ fn read_special(key: &str, value: &Value) -> Special {
             )),
         },
         "image_resolution" => Special::Recipe("image_max_pixels", value.clone()),
+        "quantization_bit" => {
+            // LLaMA-Factory quantizes with bitsandbytes (LLM.int8, NF4); adamllm's blocks are
+            // symmetric integers, so the frozen base's values differ slightly.
+            const SCHEME: &str = "the base is quantized with adamllm's symmetric blocks of 32, \
+                                  not bitsandbytes' LLM.int8/NF4";
+            match value.as_u64() {
+                Some(8) => Special::Nearest("quantize", "q8".into(), SCHEME),
+                Some(4) => Special::Nearest("quantize", "q4".into(), SCHEME),
+                None if value.is_null() => Special::Handled,
+                _ => Special::Refuse(format!("{value} bits: adamllm quantizes to 8 or 4")),
+            }
+        }
         _ => Special::Unknown,
     }
 }
@@ -788,12 +801,16 @@ fn config_text(
     if !r.gradient_checkpointing {
         text.push_str("disable_gradient_checkpointing: true\n");
     }
+    if let Some(q) = r.quantize {
+        text.push_str(&format!("quantization_bit: {}\n", q.bits()));
+    }
     text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quantize::Quantization;
 
     #[test]
     fn llamafactory_files_are_told_from_recipes() {
@@ -830,6 +847,20 @@ mod tests {
                 .unwrap();
         assert!(!off.recipe.gradient_checkpointing);
         assert!(off.warnings.is_empty(), "{:?}", off.warnings);
+        let qlora = read_llamafactory_config(&write("stage: sft\nquantization_bit: 4\n")).unwrap();
+        assert_eq!(qlora.recipe.quantize, Some(Quantization::Q4));
+        assert!(
+            qlora.warnings.len() == 1 && qlora.warnings[0].contains("NF4"),
+            "{:?}",
+            qlora.warnings
+        );
+        let e = read_llamafactory_config(&write("stage: sft\nquantization_bit: 2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2, key `quantization_bit`") && e.contains("8 or 4"),
+            "{e}"
+        );
         let keys: Vec<&str> = run
             .warnings
             .iter()
@@ -861,13 +892,14 @@ mod tests {
     }
 
     #[test]
-    fn gradient_checkpointing_off_survives_export_and_reading_back() {
+    fn gradient_checkpointing_and_quantization_survive_export_and_reading_back() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("rows.jsonl");
         let row = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#;
         std::fs::write(&data, format!("{row}\n")).unwrap();
         let recipe = TrainRecipe {
             gradient_checkpointing: false,
+            quantize: Some(Quantization::Q8),
             ..TrainRecipe::default()
         };
         let data_files = [data];
@@ -889,7 +921,9 @@ mod tests {
             "{yaml}"
         );
         let back = read_llamafactory_config(&out.join(EXPORT_CONFIG_FILE)).unwrap();
+        assert!(yaml.contains("quantization_bit: 8"), "{yaml}");
         assert!(!back.recipe.gradient_checkpointing);
+        assert_eq!(back.recipe.quantize, Some(Quantization::Q8));
     }
 
     #[test]

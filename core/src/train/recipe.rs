@@ -3,7 +3,7 @@
 //!
 //! Keys carry LLaMA-Factory's names wherever the meaning is the same, so a LLaMA-Factory
 //! recipe's training block mostly reads unchanged; keys LLaMA-Factory does not have
-//! (`vision_lr_multiplier`, `mask_mode`) are ours. A key this struct does not know is an error,
+//! (`vision_lr_multiplier`, `mask_mode`, `dtype`, `quantize`, `max_shard_size`) are ours. A key this struct does not know is an error,
 //! never silently ignored: a typo in a recipe must not train with a default instead.
 //!
 //! Defaults follow LLaMA-Factory where it sets one and transformers' `TrainingArguments`
@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::io::FileError;
 use crate::precision::DTypeChoice;
+use crate::quantize::Quantization;
 
 /// What part of the model training updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +71,7 @@ pub const DEFAULT_LORA_TARGETS: [&str; 7] = [
 
 /// Every recipe key, in the order the struct declares them. A test keeps it in step with the
 /// struct.
-pub const RECIPE_KEYS: [&str; 36] = [
+pub const RECIPE_KEYS: [&str; 38] = [
     "finetuning_type",
     "lora_rank",
     "lora_alpha",
@@ -107,15 +108,18 @@ pub const RECIPE_KEYS: [&str; 36] = [
     "template",
     "dtype",
     "gradient_checkpointing",
+    "quantize",
+    "max_shard_size",
 ];
 
 /// Keys left out of [`TrainRecipe::fingerprint`]: they decide how often the run logs and saves,
 /// or how much memory it takes, not what it computes, so changing them does not block a resume.
-pub const FINGERPRINT_EXCLUDED_KEYS: [&str; 4] = [
+pub const FINGERPRINT_EXCLUDED_KEYS: [&str; 5] = [
     "logging_steps",
     "save_steps",
     "save_total_limit",
     "gradient_checkpointing",
+    "max_shard_size",
 ];
 
 /// A training recipe. Unknown keys are rejected when reading.
@@ -218,6 +222,16 @@ pub struct TrainRecipe {
     /// fingerprint: a run may resume with it changed (with `lora_dropout`, the masks are then
     /// drawn per layer, so they differ from the other setting's). Default true.
     pub gradient_checkpointing: bool,
+    /// Weight-only quantization of the frozen base's linear layers, `q8` or `q4` (QLoRA: only
+    /// with `finetuning_type: lora`; the adapters stay f32). LLaMA-Factory's
+    /// `quantization_bit: 8|4`. Default: unset, a dense base in `dtype`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<Quantization>,
+    /// Largest weight file of the exported model, as transformers' `save_pretrained` takes
+    /// it: bytes, or `5GB`, `500MB`, `2GiB`, ... Larger models are written in shards with
+    /// `model.safetensors.index.json`. Default `5GB` (transformers').
+    #[serde(deserialize_with = "de_size_text")]
+    pub max_shard_size: String,
 }
 
 impl Default for TrainRecipe {
@@ -259,6 +273,8 @@ impl Default for TrainRecipe {
             template: None,
             dtype: DTypeChoice::F32,
             gradient_checkpointing: true,
+            quantize: None,
+            max_shard_size: "5GB".into(),
         }
     }
 }
@@ -385,6 +401,22 @@ impl TrainRecipe {
                 format!(
                     "unknown template {t:?}; expected one of {}",
                     crate::models::prompt::template_names()
+                ),
+            );
+        }
+        match crate::models::export::parse_shard_size(&self.max_shard_size) {
+            Ok(0) => return bad("max_shard_size", "must be more than 0 bytes"),
+            Ok(_) => {}
+            Err(e) => return bad("max_shard_size", e),
+        }
+        if let Some(q) = self.quantize
+            && self.finetuning_type != FinetuningType::Lora
+        {
+            return bad(
+                "quantize",
+                format!(
+                    "a {q} base cannot train; quantize goes with finetuning_type: lora \
+                     (QLoRA: adapters over the frozen quantized base)"
                 ),
             );
         }
@@ -540,6 +572,13 @@ impl TrainRecipe {
             );
         }
         Ok(())
+    }
+
+    /// `max_shard_size` in bytes (the default, 5·10⁹, where it does not read: validation
+    /// names that case).
+    pub fn max_shard_bytes(&self) -> u64 {
+        crate::models::export::parse_shard_size(&self.max_shard_size)
+            .unwrap_or(crate::models::export::DEFAULT_MAX_SHARD_BYTES)
     }
 
     /// The LoRA scale numerator: `lora_alpha`, or 2·`lora_rank` when unset.
@@ -883,6 +922,23 @@ fn de_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
         .collect())
 }
 
+/// Reads a size given as text (`5GB`) or as a byte count, keeping it as text.
+fn de_size_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrBytes {
+        Text(String),
+        Bytes(u64),
+    }
+    match TextOrBytes::deserialize(d) {
+        Ok(TextOrBytes::Text(s)) => Ok(s),
+        Ok(TextOrBytes::Bytes(n)) => Ok(n.to_string()),
+        Err(_) => Err(<D::Error as serde::de::Error>::custom(
+            "expected a size: bytes, or e.g. 5GB, 500MB, 2GiB",
+        )),
+    }
+}
+
 /// Reads a step count where null or any negative number (transformers' `-1`) means unset.
 fn de_optional_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     let v: Option<i64> = Option::deserialize(d)?;
@@ -905,6 +961,7 @@ mod tests {
         let with_template = TrainRecipe {
             template: Some("llama3".into()),
             dtype: DTypeChoice::Bf16,
+            quantize: Some(Quantization::Q4),
             ..TrainRecipe::default()
         };
         assert_eq!(
@@ -1073,6 +1130,18 @@ mod tests {
         assert_eq!(r.learning_rate, 2e-5);
         let e = TrainRecipe::load(Some(&p), &[("warmup_ratio".into(), "2".into())]).unwrap_err();
         assert!(e.contains("warmup_ratio") && e.contains("r.yaml"), "{e}");
+        let shards =
+            |size: &str| TrainRecipe::load(None, &[("max_shard_size".into(), size.into())]);
+        assert_eq!(shards("500MB").unwrap().max_shard_bytes(), 500_000_000);
+        assert_eq!(shards("123456").unwrap().max_shard_bytes(), 123_456);
+        assert_eq!(TrainRecipe::default().max_shard_bytes(), 5_000_000_000);
+        for bad in ["5TB", "0"] {
+            let e = shards(bad).unwrap_err();
+            assert!(e.contains("max_shard_size"), "{bad}: {e}");
+        }
+        let p = write(&dir, "s.yaml", "max_shard_size: 2000000\n");
+        let r = TrainRecipe::load(Some(&p), &[]).unwrap();
+        assert_eq!(r.max_shard_bytes(), 2_000_000);
     }
 
     #[test]

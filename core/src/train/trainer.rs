@@ -3,7 +3,7 @@
 //! tokens of the whole optimizer step, global-norm clipping, AdamW, checkpoints and exact
 //! resume, metrics, validation and the final Hugging Face / PEFT export.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use web_time::Instant;
 
@@ -627,11 +627,20 @@ pub fn train(
     if request.data.is_empty() {
         return Err(TrainError::EmptyDataset("no --data file given".into()));
     }
+    if let Some(q) = recipe.quantize
+        && !request.replica_devices.is_empty()
+    {
+        // Replicas are copies of the loaded network, and a quantized tensor's storage is
+        // the backend's own (flex keeps one byte a value, cubecl packs words).
+        return Err(TrainError::Recipe(format!(
+            "quantize: {q}: a quantized base trains on one device; drop --devices or quantize"
+        )));
+    }
     let train_device = request.device.clone().autodiff();
     let load = LoadOptions {
         dtype: recipe.dtype,
         template: recipe.template.clone(),
-        quantize: None,
+        quantize: recipe.quantize,
     };
     let mut model = Model::load_with(&request.model_dir, &train_device, &load)?;
 
@@ -1005,13 +1014,16 @@ pub fn train(
             &request.model_dir,
             &dir,
         )?;
+        if model.quantization.is_some() {
+            model = dense_base_with_adapters(model, request, &load)?;
+        }
         merge_lora(model.network.family_mut());
         Some(dir)
     } else {
         None
     };
     let model_dir = run.model_dir();
-    save_model_dir(&model, &model_dir)?;
+    save_model_dir(&model, &model_dir, recipe.max_shard_bytes())?;
     observer.message(&format!("model written to {}", model_dir.display()));
     let rows = read_metrics(&run.metrics_path())?;
     if let Err(e) = plot_loss_curve(&rows, &run.loss_plot_path()) {
@@ -1026,6 +1038,38 @@ pub fn train(
         peak_memory_mib: peak_rss_mib(),
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The dense base of a QLoRA run, loaded on the host, with the trained adapters of `trained`
+/// moved onto it: merging into the checkpoint's own values (not the quantized ones) gives the
+/// model transformers would get from PEFT's merge over the unquantized base. The quantized
+/// model is dropped first, so the host holds one base at a time.
+fn dense_base_with_adapters(
+    trained: Model,
+    request: &TrainRequest,
+    load: &LoadOptions,
+) -> Result<Model, TrainError> {
+    let host = Device::flex();
+    let mut adapters = HashMap::new();
+    let mut network = trained.network;
+    network.family_mut().for_each_linear(&mut |path, linear| {
+        if let Some(adapter) = linear.lora.take() {
+            adapters.insert(path.to_string(), adapter.valid().to_device(&host));
+        }
+    });
+    drop(network);
+    let dense = LoadOptions {
+        quantize: None,
+        ..load.clone()
+    };
+    let mut model = Model::load_with(&request.model_dir, &host, &dense)?;
+    model
+        .network
+        .family_mut()
+        .for_each_linear(&mut |path, linear| {
+            linear.lora = adapters.remove(path);
+        });
+    Ok(model)
 }
 
 /// Checks that a checkpoint's data position lies inside this run's plan (stage, steps taken,
