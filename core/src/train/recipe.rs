@@ -3,8 +3,9 @@
 //!
 //! Keys carry LLaMA-Factory's names wherever the meaning is the same, so a LLaMA-Factory
 //! recipe's training block mostly reads unchanged; keys LLaMA-Factory does not have
-//! (`vision_lr_multiplier`, `mask_mode`, `dtype`, `quantize`, `max_shard_size`) are ours. A key this struct does not know is an error,
-//! never silently ignored: a typo in a recipe must not train with a default instead.
+//! (`vision_lr_multiplier`, `mask_mode`, `dtype`, `quantize`, `max_shard_size`) are ours. A
+//! key this struct does not know is an error, never silently ignored: a typo in a recipe must
+//! not train with a default instead.
 //!
 //! Defaults follow LLaMA-Factory where it sets one and transformers' `TrainingArguments`
 //! otherwise; each field's doc names where its default comes from.
