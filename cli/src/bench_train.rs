@@ -94,7 +94,7 @@ fn parse_mode(mode: &str) -> Result<Mode<'_>> {
 }
 
 fn recipe_for(mode: Mode<'_>) -> Result<TrainRecipe> {
-    let mut pairs: Vec<(&str, &str)> = match mode.kind {
+    let pairs: Vec<(&str, &str)> = match mode.kind {
         "full" => vec![
             ("finetuning_type", "full"),
             ("freeze_vision_tower", "false"),
@@ -107,16 +107,14 @@ fn recipe_for(mode: Mode<'_>) -> Result<TrainRecipe> {
         ],
         other => bail!("unknown mode {other:?}; expected full or lora"),
     };
-    let gc = if mode.gradient_checkpointing {
-        "true"
-    } else {
-        "false"
-    };
-    pairs.push(("gradient_checkpointing", gc));
     let mut pairs: Vec<(String, String)> = pairs
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    pairs.push((
+        "gradient_checkpointing".into(),
+        mode.gradient_checkpointing.to_string(),
+    ));
     if let Some(q) = mode.quantize {
         pairs.push(("quantize".into(), q.to_string()));
     }

@@ -142,21 +142,10 @@ impl<'a> WeightLoader<'a> {
         out_features: usize,
         bias: bool,
     ) -> Result<Linear, FileError> {
-        let Some(q) = self
+        let quantization = self
             .quantization
-            .filter(|_| Quantization::applies_to(out_features))
-        else {
-            return self.dense_linear(prefix, in_features, out_features, bias);
-        };
-        // Quantized from the checkpoint's values, never from a half-precision rounding of them.
-        let name = format!("{prefix}.weight");
-        let weight = self.linear_weight_in(&name, out_features, in_features, DType::F32)?;
-        let weight = Param::from_tensor(q.quantize(weight)).set_require_grad(false);
-        Ok(Linear {
-            weight,
-            bias: self.bias(prefix, out_features, bias)?,
-            lora: None,
-        })
+            .filter(|_| Quantization::applies_to(out_features));
+        self.linear_quantized(prefix, in_features, out_features, bias, quantization)
     }
 
     fn bias(
@@ -181,9 +170,31 @@ impl<'a> WeightLoader<'a> {
         out_features: usize,
         bias: bool,
     ) -> Result<Linear, FileError> {
-        let weight = self.linear_weight(&format!("{prefix}.weight"), out_features, in_features)?;
+        self.linear_quantized(prefix, in_features, out_features, bias, None)
+    }
+
+    /// A `nn.Linear` at `prefix` whose weight is quantized with `quantization` (dense when
+    /// `None`).
+    fn linear_quantized(
+        &mut self,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        quantization: Option<Quantization>,
+    ) -> Result<Linear, FileError> {
+        let name = format!("{prefix}.weight");
+        let weight = match quantization {
+            None => Param::from_tensor(self.linear_weight(&name, out_features, in_features)?),
+            Some(q) => {
+                // Quantized from the checkpoint's values, never from a half-precision
+                // rounding of them.
+                let weight = self.linear_weight_in(&name, out_features, in_features, DType::F32)?;
+                Param::from_tensor(q.quantize(weight)).set_require_grad(false)
+            }
+        };
         Ok(Linear {
-            weight: Param::from_tensor(weight),
+            weight,
             bias: self.bias(prefix, out_features, bias)?,
             lora: None,
         })
