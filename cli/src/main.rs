@@ -8,6 +8,7 @@ mod bench_train;
 mod demo_cmd;
 mod merge_cmd;
 mod progress;
+mod quantize_cmd;
 mod synth_cmd;
 mod train_cmd;
 
@@ -68,7 +69,9 @@ pub struct DeviceArgs {
     pub template: Option<String>,
     /// Weight-only quantization of the linear layers: q8 or q4 (blocks of 32, f32 scales;
     /// embedding and LM head stay in --dtype). generate, loss, eval, synthesize and filter;
-    /// for train, the recipe's `quantize` (LoRA over the quantized base: QLoRA).
+    /// for train, the recipe's `quantize` (LoRA over the quantized base: QLoRA); for
+    /// quantize, the stored format. A folder written by `adamllm quantize` loads quantized
+    /// without it.
     #[arg(long, value_parser = parse_quantization)]
     pub quantize: Option<Quantization>,
 }
@@ -106,7 +109,8 @@ impl DeviceArgs {
         if let Some(q) = self.quantize {
             bail!(
                 "--quantize {q}: generate, loss, eval, synthesize and filter load a quantized \
-                 model, and train a quantized base (QLoRA); this command does neither"
+                 model, train a quantized base (QLoRA) and quantize writes one; this command \
+                 does none of these"
             );
         }
         Ok(())
@@ -300,6 +304,9 @@ enum Command {
         /// The `--out` the shards were given.
         out: PathBuf,
     },
+    /// Write a quantized copy of a model folder (--quantize q8|q4: linear layers as integer
+    /// blocks, the rest in --dtype) that every command loads as it is, without --quantize.
+    Quantize(quantize_cmd::QuantizeArgs),
     /// Post-train a model (full, freeze or LoRA; single- or multi-stage) into a run folder.
     Train(train_cmd::TrainArgs),
     /// Benchmarks (figures for BENCHMARKS.md).
@@ -754,6 +761,7 @@ fn run(cli: Cli, recipe_overrides: &[(String, String)]) -> Result<()> {
             &device,
         )?,
         Command::Merge { out } => merge_cmd::run(&out)?,
+        Command::Quantize(args) => quantize_cmd::run(&args)?,
         Command::Train(args) => train_cmd::run(args, recipe_overrides)?,
         Command::Synth {
             what: synth_cmd::SynthCommand::Seed(args),

@@ -691,3 +691,67 @@ fn quantized_generation_keeps_the_dense_tokens_and_bad_schemes_are_named() {
     let o = generate(&["--quantize", "q3"]);
     expect_failure(&o, &["unknown quantization \"q3\"", "q8, q4"]);
 }
+
+#[test]
+fn quantize_writes_a_folder_that_generates_as_quantize_on_load_does() {
+    let dir = repo().join("tests/fixtures/qwen2vl/cfg_b");
+    let model = dir.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q4");
+    let out_arg = out.to_str().unwrap();
+    let quantize = |extra: &[&str]| {
+        let mut args = vec!["quantize", "--model", model, "--out", out_arg];
+        args.extend(["--device", "cpu", "--dtype", "f32"]);
+        args.extend(extra);
+        run(&args)
+    };
+    let o = quantize(&["--quantize", "q4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(summary["quantize"], "q4", "{summary}");
+    let (written, source) = (
+        summary["weight_bytes"].as_u64().unwrap(),
+        summary["source_weight_bytes"].as_u64().unwrap(),
+    );
+    assert!(written > 0 && written < source, "{summary}");
+
+    let image = dir.join("gen_prompt_0.png");
+    let generate = |folder: &str, extra: &[&str]| {
+        let mut args = vec!["generate", "--model", folder];
+        args.extend(["--image", image.to_str().unwrap()]);
+        args.extend(["--prompt", "Which organ is shown in this scan?"]);
+        args.extend(["--max-new-tokens", "6", "--json", "--device", "cpu"]);
+        args.extend(["--dtype", "f32"]);
+        args.extend(extra);
+        run(&args)
+    };
+    let reply = |o: &Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(o));
+        serde_json::from_str(stdout(o).trim()).unwrap()
+    };
+    let on_load = reply(&generate(model, &["--quantize", "q4"]));
+    let stored = reply(&generate(out_arg, &[]));
+    assert_eq!(stored["quantize"], "q4", "{stored}");
+    assert_eq!(
+        stored["token_ids"], on_load["token_ids"],
+        "{stored} vs {on_load}"
+    );
+
+    expect_failure(
+        &generate(out_arg, &["--quantize", "q8"]),
+        &["config.json", "stored in q4", "cannot re-quantize"],
+    );
+    expect_failure(&quantize(&[]), &["--quantize q8|q4 is required"]);
+    expect_failure(
+        &quantize(&["--quantize", "q8"]),
+        &["already holds a model", "--force"],
+    );
+    let o = quantize(&["--quantize", "q8", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut args = vec!["quantize", "--model", model, "--out", model];
+    args.extend(["--quantize", "q8", "--device", "cpu"]);
+    expect_failure(&run(&args), &["is the model folder"]);
+    let mut args = vec!["quantize", "--model", model, "--out", out_arg, "--force"];
+    args.extend(["--quantize", "q8", "--max-shard-size", "5 TB"]);
+    expect_failure(&run(&args), &["--max-shard-size", "not a size"]);
+}

@@ -188,16 +188,9 @@ fn quantized_losses_stay_near_f32() {
     }
 }
 
-/// QLoRA (`quantize` in a LoRA recipe): the adapters train over the q8 base as they do over
-/// the dense one, and the exported model is the checkpoint's own weights plus the adapters'
-/// update, not the quantized weights plus it.
-#[test]
-fn qlora_trains_over_a_quantized_base_and_merges_into_the_dense_one() {
-    use adamllm::train::recipe::TrainRecipe;
-    use adamllm::train::trainer::{TrainRequest, train};
-    let dir = fixture("qwen2vl/cfg_b");
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(dir.join("one_image_0.png"), tmp.path().join("picture.png")).unwrap();
+/// Two image-caption rows over `picture.png` in `dir`, as a dataset file.
+fn write_picture_rows(fixture_dir: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::copy(fixture_dir.join("one_image_0.png"), dir.join("picture.png")).unwrap();
     let rows: Vec<Value> = ["A red square.", "It is a picture."]
         .iter()
         .map(|answer| {
@@ -210,43 +203,67 @@ fn qlora_trains_over_a_quantized_base_and_merges_into_the_dense_one() {
             })
         })
         .collect();
-    let data = tmp.path().join("data.jsonl");
+    let data = dir.join("data.jsonl");
     common::write_jsonl(&data, &rows);
+    data
+}
+
+/// Trains `model_dir` on `data` into `out` for 12 steps on flex with `finetuning_type`
+/// (a LoRA recipe with a high learning rate) and `extra` recipe keys.
+fn train_for_test(
+    model_dir: &std::path::Path,
+    data: &std::path::Path,
+    out: &std::path::Path,
+    finetuning_type: &str,
+    extra: &[(&str, &str)],
+) -> Result<adamllm::train::trainer::TrainSummary, adamllm::train::trainer::TrainError> {
+    use adamllm::train::recipe::TrainRecipe;
+    use adamllm::train::trainer::{TrainRequest, train};
+    let mut pairs = vec![
+        ("finetuning_type", finetuning_type),
+        ("learning_rate", "1e-2"),
+        ("lr_scheduler_type", "constant"),
+        ("per_device_train_batch_size", "2"),
+        ("max_steps", "12"),
+        ("save_steps", "0"),
+        ("logging_steps", "1"),
+    ];
+    pairs.extend_from_slice(extra);
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let request = TrainRequest {
+        model_dir: model_dir.to_path_buf(),
+        data: vec![data.to_path_buf()],
+        layouts: Default::default(),
+        stages: false,
+        val_data: None,
+        images_dir: None,
+        out: out.to_path_buf(),
+        recipe: TrainRecipe::load(None, &pairs).unwrap(),
+        device: adamllm::burn::tensor::Device::flex(),
+        replica_devices: Vec::new(),
+        resume: false,
+        skip_bad: false,
+    };
+    train(&request, &mut NoObserver)
+}
+
+/// QLoRA (`quantize` in a LoRA recipe): the adapters train over the q8 base as they do over
+/// the dense one, and the exported model is the checkpoint's own weights plus the adapters'
+/// update, not the quantized weights plus it.
+#[test]
+fn qlora_trains_over_a_quantized_base_and_merges_into_the_dense_one() {
+    let dir = fixture("qwen2vl/cfg_b");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_picture_rows(&dir, tmp.path());
     let run = |quantize: Option<&str>| {
-        let mut pairs = vec![
-            ("finetuning_type", "lora"),
-            ("learning_rate", "1e-2"),
-            ("lr_scheduler_type", "constant"),
-            ("per_device_train_batch_size", "2"),
-            ("max_steps", "12"),
-            ("save_steps", "0"),
-            ("logging_steps", "1"),
-        ];
-        if let Some(q) = quantize {
-            pairs.push(("quantize", q));
-        }
-        let pairs: Vec<(String, String)> = pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         let out = tmp
             .path()
             .join(format!("run-{}", quantize.unwrap_or("dense")));
-        let request = TrainRequest {
-            model_dir: dir.clone(),
-            data: vec![data.clone()],
-            layouts: Default::default(),
-            stages: false,
-            val_data: None,
-            images_dir: None,
-            out: out.clone(),
-            recipe: TrainRecipe::load(None, &pairs).unwrap(),
-            device: adamllm::burn::tensor::Device::flex(),
-            replica_devices: Vec::new(),
-            resume: false,
-            skip_bad: false,
-        };
-        let summary = train(&request, &mut NoObserver).unwrap();
+        let extra: Vec<(&str, &str)> = quantize.map(|q| ("quantize", q)).into_iter().collect();
+        let summary = train_for_test(&dir, &data, &out, "lora", &extra).unwrap();
         let losses: Vec<f64> = summary.losses.iter().map(|l| l.loss).collect();
         (losses, out)
     };
@@ -298,6 +315,210 @@ fn qlora_trains_over_a_quantized_base_and_merges_into_the_dense_one() {
         }
     }
     assert!(moved > 0, "the adapter changed nothing visible in bf16");
+}
+
+/// The `(name, dtype)` of every tensor of a folder's single weight file.
+fn stored_tensors(dir: &std::path::Path) -> Vec<(String, String)> {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<(String, String)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, format!("{:?}", view.dtype())))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Bytes of a folder's weight files (`model.safetensors` or its shards).
+fn weight_file_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("model") && name.ends_with(".safetensors")
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// A quantized folder (`adamllm quantize` = load with `--quantize`, then export) loads back
+/// without `--quantize` as the same model: its logits equal the quantize-on-load model's, on
+/// flex and on wgpu, every family; the linear layers are stored as integers and scales, the
+/// embedding and LM head as floats, and the weight file shrinks.
+#[test]
+fn a_quantized_folder_loads_back_as_the_same_model() {
+    use adamllm::models::export::{DEFAULT_MAX_SHARD_BYTES, save_model_dir};
+    for (name, gen_case, _) in FIXTURES {
+        let dir = fixture(name);
+        let dense_out = tempfile::tempdir().unwrap();
+        let host = adamllm::burn::tensor::Device::flex();
+        save_model_dir(
+            &load(&dir, &host, None),
+            dense_out.path(),
+            DEFAULT_MAX_SHARD_BYTES,
+        )
+        .unwrap();
+        let dense_bytes = weight_file_bytes(dense_out.path());
+        for (device_name, selected) in test_devices() {
+            for (q, values_dtype) in [(Quantization::Q8, "I8"), (Quantization::Q4, "U8")] {
+                let quantized = load(&dir, &selected.device, Some(q));
+                let out = tempfile::tempdir().unwrap();
+                save_model_dir(&quantized, out.path(), DEFAULT_MAX_SHARD_BYTES).unwrap();
+                let config: Value = serde_json::from_str(
+                    &std::fs::read_to_string(out.path().join("config.json")).unwrap(),
+                )
+                .unwrap();
+                let section = &config["quantization_config"];
+                assert_eq!(section["quant_method"], "adamllm", "{name}");
+                assert_eq!(section["bits"], q.bits(), "{name}");
+                assert_eq!(section["block_size"], 32, "{name}");
+
+                let tensors = stored_tensors(out.path());
+                let has = |key: &str, dtype: &str| {
+                    tensors.iter().any(|(n, d)| n.ends_with(key) && d == dtype)
+                };
+                assert!(
+                    has("layers.0.self_attn.q_proj.qweight", values_dtype),
+                    "{name}"
+                );
+                assert!(has("layers.0.self_attn.q_proj.scales", "F32"), "{name}");
+                assert!(!has("layers.0.self_attn.q_proj.weight", "F32"), "{name}");
+                assert!(has("embed_tokens.weight", "F32"), "{name}: {tensors:?}");
+                assert!(
+                    weight_file_bytes(out.path()) < dense_bytes,
+                    "{name} {q}: the quantized file is not smaller than the dense export"
+                );
+
+                let reloaded = load(out.path(), &selected.device, None);
+                assert_eq!(reloaded.quantization, Some(q), "{name}");
+                let (prompt, _) = case_input(&quantized, &dir, gen_case);
+                let batch = TokenBatch::from_sequences(
+                    vec![(prompt.ids.clone(), prompt.images.clone())],
+                    quantized.processor.pad_id,
+                    false,
+                );
+                let a = tensor_to_vec(quantized.logits(&batch).unwrap());
+                let b = tensor_to_vec(reloaded.logits(&batch).unwrap());
+                assert_eq!(a, b, "{name} {q} on {device_name}: reloaded logits differ");
+            }
+        }
+    }
+}
+
+/// The message of loading `dir` (with `quantize`) that must fail.
+fn load_failure(dir: &std::path::Path, quantize: Option<Quantization>) -> String {
+    let options = LoadOptions {
+        dtype: DTypeChoice::F32,
+        template: None,
+        quantize,
+    };
+    let device = adamllm::burn::tensor::Device::flex();
+    match Model::load_with(dir, &device, &options) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A quantized folder this version cannot read is refused with the file and key named:
+/// another tool's format, a bit width, block size or scheme it does not store, integer
+/// tensors without a `quantization_config`, and a `--quantize` that would re-quantize it.
+#[test]
+fn quantized_folders_in_unknown_formats_are_refused_by_name() {
+    use adamllm::models::export::{DEFAULT_MAX_SHARD_BYTES, save_model_dir};
+    let dir = fixture("qwen2vl/cfg_b");
+    let host = adamllm::burn::tensor::Device::flex();
+    let out = tempfile::tempdir().unwrap();
+    let quantized = load(&dir, &host, Some(Quantization::Q4));
+    save_model_dir(&quantized, out.path(), DEFAULT_MAX_SHARD_BYTES).unwrap();
+    let config_path = out.path().join("config.json");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    let edit = |change: &dyn Fn(&mut Value)| {
+        let mut config: Value = serde_json::from_str(&original).unwrap();
+        change(&mut config);
+        std::fs::write(&config_path, serde_json::to_string(&config).unwrap()).unwrap();
+    };
+    let cases: [(&str, Value, &str); 4] = [
+        ("block_size", serde_json::json!(64), "64"),
+        ("quant_method", serde_json::json!("gptq"), "another tool"),
+        ("bits", serde_json::json!(2), "8 or 4"),
+        ("scheme", serde_json::json!("asymmetric"), "asymmetric"),
+    ];
+    for (key, value, says) in cases {
+        edit(&|c| c["quantization_config"][key] = value.clone());
+        let message = load_failure(out.path(), None);
+        for part in ["config.json", &format!("quantization_config.{key}"), says] {
+            assert!(message.contains(part), "{key}: {message}");
+        }
+    }
+    edit(&|c| {
+        c.as_object_mut().unwrap().remove("quantization_config");
+    });
+    let message = load_failure(out.path(), None);
+    assert!(
+        message.contains("model.safetensors")
+            && message.contains(".qweight")
+            && message.contains("no quantization_config"),
+        "{message}"
+    );
+    edit(&|_| {});
+    let message = load_failure(out.path(), Some(Quantization::Q8));
+    assert!(
+        message.contains("stored in q4") && message.contains("cannot re-quantize"),
+        "{message}"
+    );
+    assert_eq!(
+        load(out.path(), &host, Some(Quantization::Q4)).quantization,
+        Some(Quantization::Q4)
+    );
+}
+
+/// LoRA trains over a quantized folder without `quantize` in the recipe (the folder is the
+/// quantized base); the merged export writes the adapted layers dense and keeps the others
+/// stored, and loads. Full fine-tuning of a quantized folder is refused, naming it.
+#[test]
+fn lora_trains_over_a_quantized_folder_and_full_fine_tuning_is_refused() {
+    use adamllm::models::export::{DEFAULT_MAX_SHARD_BYTES, save_model_dir};
+    let dir = fixture("qwen2vl/cfg_b");
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("q8");
+    let host = adamllm::burn::tensor::Device::flex();
+    save_model_dir(
+        &load(&dir, &host, Some(Quantization::Q8)),
+        &folder,
+        DEFAULT_MAX_SHARD_BYTES,
+    )
+    .unwrap();
+    let data = write_picture_rows(&dir, tmp.path());
+    let targets = [("lora_target", "q_proj,v_proj")];
+    let summary =
+        train_for_test(&folder, &data, &tmp.path().join("lora"), "lora", &targets).unwrap();
+    let losses: Vec<f64> = summary.losses.iter().map(|l| l.loss).collect();
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(last < 0.7 * first, "the loss went from {first} to {last}");
+
+    let merged = tmp.path().join("lora/model");
+    let tensors = stored_tensors(&merged);
+    let has = |key: &str| tensors.iter().any(|(n, _)| n.ends_with(key));
+    // The adapted q_proj and v_proj come back dense, the rest as stored.
+    assert!(has("layers.0.self_attn.q_proj.weight"), "{tensors:?}");
+    assert!(!has("layers.0.self_attn.q_proj.qweight"), "{tensors:?}");
+    assert!(has("layers.0.mlp.down_proj.qweight"), "{tensors:?}");
+    let model = load(&merged, &host, None);
+    assert_eq!(model.quantization, Some(Quantization::Q8));
+
+    let refused = match train_for_test(&folder, &data, &tmp.path().join("full"), "full", &[]) {
+        Ok(_) => panic!("full fine-tuning of a quantized folder trained"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        refused.contains(&folder.display().to_string())
+            && refused.contains("stored in q8")
+            && refused.contains("finetuning_type: lora"),
+        "{refused}"
+    );
+    assert!(!tmp.path().join("full/model").exists());
 }
 
 /// A training observer that ignores every report.

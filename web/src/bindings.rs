@@ -15,7 +15,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::page::{
     EvalSettings, ModelInfo, SynthSettings, evaluate, inspect_model, load_model,
-    read_picked_benchmark, synthesize_and_judge,
+    parse_weights_choice, read_picked_benchmark, synthesize_and_judge,
 };
 
 /// Which loaded model a call means.
@@ -147,13 +147,20 @@ pub fn inspect_model_files(name: String, files: Array) -> Result<String, JsError
 }
 
 /// Loads a model folder (picked files or the built-in demo's) as `role` (`model`,
-/// `synthesizer` or `judge`); returns its [`ModelInfo`] as JSON.
+/// `synthesizer` or `judge`), its linear layers quantized as `weights` says (`dense`, `q8`,
+/// `q4`); returns its [`ModelInfo`] as JSON.
 #[wasm_bindgen]
-pub fn load_model_files(role: String, name: String, files: Array) -> Result<String, JsError> {
+pub fn load_model_files(
+    role: String,
+    name: String,
+    files: Array,
+    weights: String,
+) -> Result<String, JsError> {
     let role = Role::parse(&role)?;
+    let quantize = parse_weights_choice(&weights).map_err(to_js_error)?;
     let device = device()?;
     let files = ModelFiles::in_memory(name, named_files(&files)?);
-    let (model, info) = load_model(&files, &device).map_err(to_js_error)?;
+    let (model, info) = load_model(&files, &device, quantize).map_err(to_js_error)?;
     let text = serde_json::to_string(&info).expect("serializable");
     STATE.with(|s| s.borrow_mut().models.insert(role, (Rc::new(model), info)));
     Ok(text)

@@ -24,6 +24,7 @@ use adamllm::models::checkpoint::CheckpointReader;
 use adamllm::models::files::ModelFiles;
 use adamllm::models::registry::ConfigSummary;
 use adamllm::models::{LoadOptions, Model};
+use adamllm::quantize::{Quantization, is_quantized};
 use adamllm::synth::judge::{FilterOptions, judge_triplet};
 use adamllm::synth::synthesize::{SynthesizeOptions, synthesize_pair};
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,12 @@ pub struct ModelInfo {
     pub largest_tensor: String,
     /// Its size in bytes (f32).
     pub largest_tensor_bytes: u64,
+    /// How the linear layers are quantized once loaded (`q8`, `q4`; `None`: dense, or not
+    /// loaded yet).
+    pub quantize: Option<String>,
+    /// Linear layers whose weights are quantized once loaded (a layer narrower than a block
+    /// stays dense).
+    pub quantized_linears: usize,
 }
 
 /// Reads a model folder's config and checkpoint headers (no weights), so the page can show
@@ -74,6 +81,8 @@ pub fn inspect_model(files: &ModelFiles) -> Result<ModelInfo, String> {
         vocab_size: config.vocab_size,
         largest_tensor,
         largest_tensor_bytes: largest as u64 * 4,
+        quantize: None,
+        quantized_linears: 0,
     })
 }
 
@@ -95,16 +104,38 @@ pub fn check_fits(info: &ModelInfo, device: &SelectedDevice) -> Result<(), Strin
     }
 }
 
-/// Loads a model folder onto the device after [`inspect_model`] and [`check_fits`].
+/// Loads a model folder onto the device after [`inspect_model`] and [`check_fits`], its
+/// linear layers quantized as `quantize` asks (the page's weights choice) or as a quantized
+/// folder stores them.
 pub fn load_model(
     files: &ModelFiles,
     device: &SelectedDevice,
+    quantize: Option<Quantization>,
 ) -> Result<(Model, ModelInfo), String> {
-    let info = inspect_model(files)?;
+    let mut info = inspect_model(files)?;
     check_fits(&info, device)?;
-    let model = Model::load_files(files, &device.device, &LoadOptions::dtype(DType::F32))
-        .map_err(|e| e.to_string())?;
+    let options = LoadOptions {
+        quantize,
+        ..LoadOptions::dtype(DType::F32)
+    };
+    let mut model =
+        Model::load_files(files, &device.device, &options).map_err(|e| e.to_string())?;
+    info.quantize = model.quantization.map(|q| q.to_string());
+    model
+        .network
+        .family_mut()
+        .for_each_linear(&mut |_, linear| {
+            info.quantized_linears += usize::from(is_quantized(&linear.weight.val()));
+        });
     Ok((model, info))
+}
+
+/// The page's weights choice: `""` or `dense` for none, else a quantization name.
+pub fn parse_weights_choice(choice: &str) -> Result<Option<Quantization>, String> {
+    match choice {
+        "" | "dense" => Ok(None),
+        other => other.parse().map(Some),
+    }
 }
 
 /// Which task a benchmark is scored as.

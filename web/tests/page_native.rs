@@ -10,7 +10,8 @@ use adamllm::eval::benchmark::{ReadOptions, read_benchmark};
 use adamllm::eval::runner::run_eval;
 use adamllm::models::files::ModelFiles;
 use adamllm_web::page::{
-    EvalSettings, TaskSpec, check_fits, evaluate, inspect_model, load_model, read_picked_benchmark,
+    EvalSettings, TaskSpec, check_fits, evaluate, inspect_model, load_model, parse_weights_choice,
+    read_picked_benchmark,
 };
 
 fn demo() -> PathBuf {
@@ -84,7 +85,7 @@ fn cli_eval(model_dir: &Path, settings: &EvalSettings, out: &Path) -> String {
 fn page_evaluation_writes_the_cli_files_byte_for_byte() {
     let device = select_device(DeviceChoice::Cpu).unwrap();
     let files = ModelFiles::in_memory("demo-model", picked(&demo().join("model"), "demo-model"));
-    let (model, info) = load_model(&files, &device).unwrap();
+    let (model, info) = load_model(&files, &device, None).unwrap();
     assert_eq!(info.name, "demo-model");
     assert!(info.parameters > 100_000, "{info:?}");
     assert!(info.files.contains(&"model.safetensors".to_owned()));
@@ -141,7 +142,7 @@ fn a_model_larger_than_the_device_binding_limit_is_refused_before_loading() {
         message.contains(&info.largest_tensor) && message.contains("per buffer"),
         "{message}"
     );
-    let error = load_model(&files, &device).err().unwrap();
+    let error = load_model(&files, &device, None).err().unwrap();
     assert_eq!(error, message);
 }
 
@@ -196,7 +197,7 @@ fn picked_llava_next_and_llama_folders_run_in_the_page() {
             .write_preset(preset, &dir, 4)
             .unwrap();
         let files = ModelFiles::in_memory(preset, picked(&dir, preset));
-        let (model, info) = load_model(&files, &device).unwrap();
+        let (model, info) = load_model(&files, &device, None).unwrap();
         assert_eq!(
             info.model_type,
             if preset == "llama-tiny" {
@@ -249,4 +250,27 @@ fn picked_llava_next_and_llama_folders_run_in_the_page() {
     assert_eq!(outcome.finish_reason, "length");
     // A random synthesizer writes no triplet; the judge says so rather than failing.
     assert_eq!(outcome.consistency.as_deref(), Some("no_triplet"));
+}
+
+#[test]
+fn the_weights_choice_quantizes_the_linear_layers_it_can() {
+    use adamllm::quantize::Quantization;
+    let device = select_device(DeviceChoice::Cpu).unwrap();
+    let files = ModelFiles::in_memory("demo-model", picked(&demo().join("model"), "demo-model"));
+    let (_, dense) = load_model(&files, &device, None).unwrap();
+    assert_eq!(
+        (dense.quantize.as_deref(), dense.quantized_linears),
+        (None, 0)
+    );
+    let (_, q8) = load_model(&files, &device, Some(Quantization::Q8)).unwrap();
+    assert_eq!(q8.quantize.as_deref(), Some("q8"));
+    // The demo model's MLP is 176 wide, not whole blocks of 32: gate and up stay dense.
+    assert!(q8.quantized_linears >= 4, "{q8:?}");
+    assert_eq!(parse_weights_choice("dense"), Ok(None));
+    assert_eq!(parse_weights_choice("q4"), Ok(Some(Quantization::Q4)));
+    let error = parse_weights_choice("q3").unwrap_err();
+    assert!(
+        error.contains("\"q3\"") && error.contains("q8, q4"),
+        "{error}"
+    );
 }

@@ -11,6 +11,7 @@
 //   ADAMLLM_PAGE_SYNTH   (cpu mode) set to 1 to also run the synthesis panel
 //   ADAMLLM_PAGE_MODEL_DIR  a model folder to pick (as a user picks one) instead of the
 //                           built-in demo model
+//   ADAMLLM_PAGE_WEIGHTS  the weights choice before the model loads (dense, q8, q4)
 //
 // The page is served by a small static server here, on 127.0.0.1. Every request the browser
 // makes is recorded (and any request off that origin is blocked and reported).
@@ -103,6 +104,7 @@ try {
       null, { timeout: 60000 });
     report.crash_text = await page.locator('#error').textContent();
   }
+  if (process.env.ADAMLLM_PAGE_WEIGHTS) await page.selectOption('#weights', process.env.ADAMLLM_PAGE_WEIGHTS);
   if (process.env.ADAMLLM_PAGE_MODEL_DIR) {
     await page.waitForFunction(() => !document.getElementById('model-folder').disabled, null, { timeout: long });
     await page.setInputFiles('#model-folder', process.env.ADAMLLM_PAGE_MODEL_DIR);

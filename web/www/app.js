@@ -101,6 +101,9 @@ function refreshButtons() {
   $('run-synth').disabled = !(state.synthReady && (state.synthImage || $('synth-image').files.length));
 }
 
+/** The weights choice every model load uses: dense, q8 or q4. */
+const weights = () => $('weights').value;
+
 function showModel(info) {
   state.model = info;
   fillInfo($('model-info'), [
@@ -111,6 +114,7 @@ function showModel(info) {
     ['size', humanBytes(info.bytes)],
     ['layers × hidden', `${info.layers} × ${info.hidden_size}`],
     ['vocabulary', info.vocab_size.toLocaleString('en')],
+    ['weights', info.quantize ? `${info.quantize} (${info.quantized_linears} linear layers)` : 'dense (f32)'],
     ['files', info.files.join(', ')],
   ]);
 }
@@ -133,7 +137,7 @@ function showModel(info) {
 
 // ---- model panel --------------------------------------------------------------------------
 $('use-demo-model').onclick = () => guarded($('use-demo-model'), async () => {
-  showModel(await call('loadDemoModel', { role: 'model' }));
+  showModel(await call('loadDemoModel', { role: 'model', weights: weights() }));
 });
 
 $('model-folder').onchange = () => guarded(null, async () => {
@@ -141,7 +145,7 @@ $('model-folder').onchange = () => guarded(null, async () => {
   if (!list.length) return;
   state.model = null;
   $('model-info').hidden = true;
-  showModel(await call('loadModel', { role: 'model', name: folderName(list), files: await readFiles(list) }));
+  showModel(await call('loadModel', { role: 'model', name: folderName(list), files: await readFiles(list), weights: weights() }));
 });
 
 // ---- evaluation panel ---------------------------------------------------------------------
@@ -251,8 +255,8 @@ function preview(bytes) {
 }
 
 $('use-demo-synth').onclick = () => guarded($('use-demo-synth'), async () => {
-  await call('loadDemoModel', { role: 'synthesizer' });
-  await call('loadDemoModel', { role: 'judge' });
+  await call('loadDemoModel', { role: 'synthesizer', weights: weights() });
+  await call('loadDemoModel', { role: 'judge', weights: weights() });
   const sample = await call('demoSynthesisSample');
   state.synthImage = sample.image;
   $('caption').value = sample.caption;
@@ -264,14 +268,14 @@ $('synth-folder').onchange = () => guarded(null, async () => {
   const list = $('synth-folder').files;
   if (!list.length) return;
   state.synthReady = false;
-  await call('loadModel', { role: 'synthesizer', name: folderName(list), files: await readFiles(list) });
+  await call('loadModel', { role: 'synthesizer', name: folderName(list), files: await readFiles(list), weights: weights() });
   state.synthReady = true;
   $('synth-status').textContent = `Synthesizer ${folderName(list)} loaded.`;
 });
 $('judge-folder').onchange = () => guarded(null, async () => {
   const list = $('judge-folder').files;
   if (!list.length) return;
-  await call('loadModel', { role: 'judge', name: folderName(list), files: await readFiles(list) });
+  await call('loadModel', { role: 'judge', name: folderName(list), files: await readFiles(list), weights: weights() });
   $('synth-status').textContent = `Judge ${folderName(list)} loaded.`;
 });
 $('synth-image').onchange = async () => {

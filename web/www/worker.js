@@ -37,12 +37,12 @@ const handlers = {
   async initDevice({ device }) {
     return { device: JSON.parse(await engine.init_device(device)), version: engine.version() };
   },
-  async loadModel({ role, name, files }) {
-    return JSON.parse(engine.load_model_files(role, name, files));
+  async loadModel({ role, name, files, weights }) {
+    return JSON.parse(engine.load_model_files(role, name, files, weights));
   },
-  async loadDemoModel({ role }) {
+  async loadDemoModel({ role, weights }) {
     const { name, files } = await demoModelFiles(role);
-    return JSON.parse(engine.load_model_files(role, name, files));
+    return JSON.parse(engine.load_model_files(role, name, files, weights));
   },
   async demoBenchmark() {
     const b = (await demoManifest()).benchmark;

@@ -12,7 +12,9 @@ use safetensors::Dtype;
 use serde::Deserialize;
 
 use super::files::ModelFiles;
+use super::quantized_store::stored_quantization;
 use crate::io::{FileError, write_atomic, write_atomic_with};
+use crate::quantize::Quantization;
 
 /// File name of an unsharded checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -48,6 +50,8 @@ pub struct CheckpointReader {
     /// (folder, file name) of each shard.
     shards: Vec<(ModelFiles, String)>,
     tensors: HashMap<String, TensorLocation>,
+    /// How the folder's quantized linear layers are stored (its `quantization_config`).
+    stored_quantization: Option<Quantization>,
 }
 
 impl CheckpointReader {
@@ -61,6 +65,7 @@ impl CheckpointReader {
         let mut reader = Self {
             shards: Vec::new(),
             tensors: HashMap::new(),
+            stored_quantization: stored_quantization(files)?,
         };
         if files.exists(INDEX_FILE) {
             let parsed: ShardIndex = files.read_json(INDEX_FILE)?;
@@ -102,6 +107,7 @@ impl CheckpointReader {
         let mut reader = Self {
             shards: Vec::new(),
             tensors: HashMap::new(),
+            stored_quantization: None,
         };
         for p in paths {
             let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -181,6 +187,12 @@ impl CheckpointReader {
         Ok(())
     }
 
+    /// How the quantized linear layers of a folder written by `adamllm quantize` are stored
+    /// (`None`: a dense checkpoint).
+    pub fn stored_quantization(&self) -> Option<Quantization> {
+        self.stored_quantization
+    }
+
     /// All tensor names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.tensors.keys().cloned().collect();
@@ -227,6 +239,36 @@ impl CheckpointReader {
             .get(shard)
             .map(|(files, file)| files.path(file))
             .unwrap_or_else(|| PathBuf::from("<checkpoint>"))
+    }
+
+    /// Reads a tensor's stored bytes, checking that it has `expected_dtype` and
+    /// `expected_shape` (the integer tensors of a quantized folder). Errors name the file and
+    /// the tensor.
+    pub fn read_bytes(
+        &self,
+        name: &str,
+        expected_dtype: Dtype,
+        expected_shape: &[usize],
+    ) -> Result<Vec<u8>, FileError> {
+        let loc = self.tensors.get(name).ok_or_else(|| {
+            FileError::tensor(&self.file_of(name), name, "missing from the checkpoint")
+        })?;
+        let (files, file) = &self.shards[loc.shard];
+        let path = files.path(file);
+        if loc.dtype != expected_dtype || loc.shape != expected_shape {
+            return Err(FileError::tensor(
+                &path,
+                name,
+                format!(
+                    "expected {expected_dtype:?} {expected_shape:?}, found {:?} {:?}",
+                    loc.dtype, loc.shape
+                ),
+            ));
+        }
+        // The header check made the byte range exactly the shape's size.
+        files
+            .read_range(file, loc.start, (loc.end - loc.start) as usize)
+            .map_err(|e| FileError::tensor(&path, name, format!("cannot read data: {}", e.message)))
     }
 
     /// Reads a tensor as f32, checking its shape. Errors name the file and the tensor.
@@ -365,7 +407,7 @@ impl StorageDtype {
     }
 
     /// The safetensors dtype.
-    fn safetensors(self) -> Dtype {
+    pub(crate) fn safetensors(self) -> Dtype {
         match self {
             Self::F32 => Dtype::F32,
             Self::Bf16 => Dtype::BF16,
@@ -374,7 +416,7 @@ impl StorageDtype {
     }
 
     /// `values` as this dtype's little-endian bytes.
-    fn encode(self, values: &[f32]) -> Vec<u8> {
+    pub(crate) fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
             Self::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             Self::Bf16 => values
@@ -457,15 +499,55 @@ pub fn write_safetensors_streaming(
     dtype: StorageDtype,
     mut values: impl FnMut(usize) -> Vec<f32>,
 ) -> Result<(), FileError> {
-    let (dt, width) = (dtype.safetensors().to_string(), dtype.bytes());
+    let typed: Vec<StreamedTensor> = entries
+        .iter()
+        .map(|(name, shape)| StreamedTensor {
+            name: name.clone(),
+            shape: shape.clone(),
+            dtype: dtype.safetensors(),
+        })
+        .collect();
+    write_safetensors_bytes(path, &typed, |i| Ok(dtype.encode(&values(i))))
+}
+
+/// One tensor of a file written by [`write_safetensors_bytes`]: its key, shape and dtype.
+#[derive(Debug, Clone)]
+pub struct StreamedTensor {
+    /// Checkpoint key.
+    pub name: String,
+    /// Shape as stored.
+    pub shape: Vec<usize>,
+    /// Stored dtype.
+    pub dtype: Dtype,
+}
+
+impl StreamedTensor {
+    /// Bytes of its data.
+    pub fn byte_len(&self) -> usize {
+        (self.shape.iter().product::<usize>() * self.dtype.bitsize()).div_ceil(8)
+    }
+}
+
+/// Writes a safetensors file of tensors of any dtype, one at a time: `bytes(i)` gives the
+/// little-endian data of `entries[i]` (an error or a wrong length aborts the write, leaving
+/// no file). Atomic, with `{"format": "pt"}` metadata.
+pub fn write_safetensors_bytes(
+    path: &Path,
+    entries: &[StreamedTensor],
+    mut bytes: impl FnMut(usize) -> Result<Vec<u8>, String>,
+) -> Result<(), FileError> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
-    for (name, shape) in entries {
-        let len = shape.iter().product::<usize>() * width;
+    for entry in entries {
+        let len = entry.byte_len();
         header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dt, "shape": shape, "data_offsets": [offset, offset + len]}),
+            entry.name.clone(),
+            serde_json::json!({
+                "dtype": entry.dtype.to_string(),
+                "shape": entry.shape,
+                "data_offsets": [offset, offset + len],
+            }),
         );
         offset += len;
     }
@@ -480,16 +562,18 @@ pub fn write_safetensors_streaming(
         let mut w = std::io::BufWriter::new(file);
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(&header)?;
-        for (i, (_, shape)) in entries.iter().enumerate() {
-            let v = values(i);
-            if v.len() != shape.iter().product::<usize>() {
+        for (i, entry) in entries.iter().enumerate() {
+            let data = bytes(i).map_err(std::io::Error::other)?;
+            if data.len() != entry.byte_len() {
                 return Err(std::io::Error::other(format!(
-                    "tensor {} has {} values for shape {shape:?}",
-                    entries[i].0,
-                    v.len()
+                    "tensor {} has {} bytes for {} {:?}",
+                    entry.name,
+                    data.len(),
+                    entry.dtype,
+                    entry.shape
                 )));
             }
-            w.write_all(&dtype.encode(&v))?;
+            w.write_all(&data)?;
         }
         w.flush()
     })

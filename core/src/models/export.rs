@@ -16,18 +16,40 @@ use super::Network;
 use super::family::{KeyLayout, Model};
 use super::paths::ModulePath;
 use crate::io::FileError;
-use crate::models::checkpoint::{INDEX_FILE, StorageDtype, write_safetensors_streaming};
+use crate::models::checkpoint::{
+    INDEX_FILE, StorageDtype, StreamedTensor, write_safetensors_bytes,
+};
 use crate::models::layers::{tensor_to_vec, transpose_2d};
+use crate::models::quantized_store;
+use crate::quantize::{Quantization, is_quantized};
 
 /// File name of a single-file checkpoint.
 pub const MODEL_FILE: &str = "model.safetensors";
 
-/// A float parameter's module path, dims and flattened values (a handle: nothing is read
-/// back from the device until asked).
+/// A float parameter's module path, dims and values (a handle: nothing is read back from the
+/// device until asked).
 struct PathParam {
     path: String,
     dims: Vec<usize>,
-    flat: Tensor<1>,
+    values: ParamValues,
+}
+
+/// Where a [`PathParam`]'s values are.
+enum ParamValues {
+    /// A float tensor, flattened.
+    Float(Tensor<1>),
+    /// A quantized linear weight `[in, out]`, as the backend stores it.
+    Quantized(Tensor<2>),
+}
+
+impl ParamValues {
+    /// The values as f32, flattened (a quantized weight dequantized).
+    fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Self::Float(flat) => tensor_to_vec(flat.clone()),
+            Self::Quantized(weight) => tensor_to_vec(weight.clone().dequantize()),
+        }
+    }
 }
 
 /// Collects a [`PathParam`] for each float parameter whose path `keep` accepts.
@@ -51,14 +73,16 @@ impl<F: Fn(&str) -> bool> ModuleVisitor for PathCollector<F> {
         if !(self.keep)(&path) {
             return;
         }
-        let tensor = param.val().detach();
+        let tensor = param.val();
         let dims = tensor.dims().to_vec();
-        let numel = dims.iter().product::<usize>();
-        self.out.push(PathParam {
-            path,
-            dims,
-            flat: tensor.reshape([numel]),
-        });
+        // Checked before `detach`, which returns a quantized tensor's float values.
+        let values = if is_quantized(&tensor) && D == 2 {
+            ParamValues::Quantized(tensor.reshape([dims[0], dims[1]]))
+        } else {
+            let tensor = tensor.detach();
+            ParamValues::Float(tensor.reshape([dims.iter().product::<usize>()]))
+        };
+        self.out.push(PathParam { path, dims, values });
     }
 }
 
@@ -85,57 +109,142 @@ pub fn parameters_where<M: Module>(
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     params_with_paths(module, keep)
         .into_iter()
-        .map(|p| (p.path, p.dims, tensor_to_vec(p.flat)))
+        .map(|p| {
+            let values = p.values.to_f32();
+            (p.path, p.dims, values)
+        })
         .collect()
 }
 
 /// Hugging Face's default shard size: `save_pretrained(max_shard_size="5GB")`, 5·10⁹ bytes.
 pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
 
-/// One dense checkpoint tensor to export: its key and stored shape, and where its values are
-/// (a handle on the parameter, flattened; read only when its shard is written).
+/// One checkpoint tensor to export: its key, stored shape and dtype, and where its values
+/// are (read only when its shard is written).
 struct ExportEntry {
-    name: String,
-    shape: Vec<usize>,
-    dims: Vec<usize>,
-    layout: KeyLayout,
-    values: Tensor<1>,
+    tensor: StreamedTensor,
+    source: EntrySource,
+}
+
+/// What an [`ExportEntry`] is made of.
+enum EntrySource {
+    /// A float parameter (flattened), written in the model's dtype in PyTorch's layout.
+    Float {
+        dims: Vec<usize>,
+        layout: KeyLayout,
+        values: Tensor<1>,
+        storage: StorageDtype,
+    },
+    /// The integer values of a quantized linear weight (`P.qweight`).
+    QuantizedValues(Tensor<2>),
+    /// The block scales of a quantized linear weight (`P.scales`).
+    QuantizedScales(Tensor<2>),
 }
 
 impl ExportEntry {
-    /// The values in the checkpoint's layout (read back from the device now).
-    fn stored_values(&self) -> Vec<f32> {
-        let values = tensor_to_vec(self.values.clone());
-        match self.layout {
-            KeyLayout::Same => values,
-            KeyLayout::Transposed | KeyLayout::TransposedAs(_) => {
-                transpose_2d(&values, self.dims[0], self.dims[1])
+    /// The stored bytes (read back from the device now).
+    fn stored_bytes(&self) -> Result<Vec<u8>, String> {
+        match &self.source {
+            EntrySource::Float {
+                dims,
+                layout,
+                values,
+                storage,
+            } => {
+                let values = tensor_to_vec(values.clone());
+                let values = match layout {
+                    KeyLayout::Same => values,
+                    KeyLayout::Transposed | KeyLayout::TransposedAs(_) => {
+                        transpose_2d(&values, dims[0], dims[1])
+                    }
+                };
+                Ok(storage.encode(&values))
+            }
+            EntrySource::QuantizedValues(weight) => {
+                let (q, values, _) = quantized_store::tensor_parts(weight.clone())?;
+                Ok(quantized_store::encode_values(q, &values))
+            }
+            EntrySource::QuantizedScales(weight) => {
+                let (_, _, scales) = quantized_store::tensor_parts(weight.clone())?;
+                Ok(scales.iter().flat_map(|s| s.to_le_bytes()).collect())
             }
         }
     }
 }
 
-/// The dense checkpoint entries of a network, in module order.
-fn export_entries(network: &Network) -> Vec<ExportEntry> {
+/// The checkpoint entries of a network, in module order: float parameters in `storage`, and
+/// each quantized linear weight as its values and scales.
+fn export_entries(network: &Network, storage: StorageDtype) -> Vec<ExportEntry> {
     let family = network.family();
-    params_with_paths(network, |_| true)
-        .into_iter()
-        .filter_map(|p| {
-            let (name, layout) = family.checkpoint_key(&p.path, &p.dims)?;
-            let shape = match &layout {
-                KeyLayout::Same => p.dims.clone(),
-                KeyLayout::Transposed => vec![p.dims[1], p.dims[0]],
-                KeyLayout::TransposedAs(shape) => shape.clone(),
-            };
-            Some(ExportEntry {
-                name,
-                shape,
-                dims: p.dims,
-                layout,
-                values: p.flat,
-            })
-        })
-        .collect()
+    let mut entries = Vec::new();
+    for p in params_with_paths(network, |_| true) {
+        let Some((name, layout)) = family.checkpoint_key(&p.path, &p.dims) else {
+            continue;
+        };
+        match p.values {
+            ParamValues::Float(values) => {
+                let shape = match &layout {
+                    KeyLayout::Same => p.dims.clone(),
+                    KeyLayout::Transposed => vec![p.dims[1], p.dims[0]],
+                    KeyLayout::TransposedAs(shape) => shape.clone(),
+                };
+                entries.push(ExportEntry {
+                    tensor: StreamedTensor {
+                        name,
+                        shape,
+                        dtype: storage.safetensors(),
+                    },
+                    source: EntrySource::Float {
+                        dims: p.dims,
+                        layout,
+                        values,
+                        storage,
+                    },
+                });
+            }
+            ParamValues::Quantized(weight) => {
+                entries.extend(quantized_entries(&name, &p.dims, weight));
+            }
+        }
+    }
+    entries
+}
+
+/// The `P.qweight` and `P.scales` entries of the quantized weight stored at `P.weight`.
+fn quantized_entries(name: &str, dims: &[usize], weight: Tensor<2>) -> [ExportEntry; 2] {
+    let prefix = name.strip_suffix(".weight").unwrap_or(name);
+    let q = quantization_of(&weight);
+    let (dtype, shape) = quantized_store::values_layout(q, dims[0], dims[1]);
+    [
+        ExportEntry {
+            tensor: StreamedTensor {
+                name: format!("{prefix}.{}", quantized_store::VALUES_SUFFIX),
+                shape: shape.to_vec(),
+                dtype,
+            },
+            source: EntrySource::QuantizedValues(weight.clone()),
+        },
+        ExportEntry {
+            tensor: StreamedTensor {
+                name: format!("{prefix}.{}", quantized_store::SCALES_SUFFIX),
+                shape: quantized_store::scales_shape(dims[0], dims[1]).to_vec(),
+                dtype: safetensors::Dtype::F32,
+            },
+            source: EntrySource::QuantizedScales(weight),
+        },
+    ]
+}
+
+/// The quantization of a quantized tensor (from its dtype's scheme).
+fn quantization_of(weight: &Tensor<2>) -> Quantization {
+    match weight.dtype() {
+        burn::tensor::DType::QFloat(scheme)
+            if scheme.value == burn::tensor::quantization::QuantValue::Q4S =>
+        {
+            Quantization::Q4
+        }
+        _ => Quantization::Q8,
+    }
 }
 
 /// Splits tensors of the given byte sizes into shards as transformers'
@@ -206,34 +315,33 @@ fn shard_file_names(count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Writes the network's dense checkpoint into `out` in shards of at most `max_shard_bytes`
-/// (with `model.safetensors.index.json` when there are several), one tensor in host memory at
-/// a time. Weight files of an earlier export that the new one does not use are removed.
+/// Writes the network's checkpoint into `out` in shards of at most `max_shard_bytes` (with
+/// `model.safetensors.index.json` when there are several), one tensor in host memory at a
+/// time. Weight files of an earlier export that the new one does not use are removed. Returns
+/// the quantization of the linear layers written quantized (`None`: all dense).
 fn write_checkpoint_shards(
     network: &Network,
     out: &Path,
-    dtype: StorageDtype,
+    storage: StorageDtype,
     max_shard_bytes: u64,
-) -> Result<(), FileError> {
-    let entries = export_entries(network);
-    let width = dtype.bytes() as u64;
-    let sizes: Vec<u64> = entries
-        .iter()
-        .map(|e| e.shape.iter().product::<usize>() as u64 * width)
-        .collect();
+) -> Result<Option<Quantization>, FileError> {
+    let entries = export_entries(network, storage);
+    let quantized = entries.iter().find_map(|e| match &e.source {
+        EntrySource::QuantizedValues(weight) => Some(quantization_of(weight)),
+        _ => None,
+    });
+    let sizes: Vec<u64> = entries.iter().map(|e| e.tensor.byte_len() as u64).collect();
     let shards = plan_shards(&sizes, max_shard_bytes.max(1));
     let files = shard_file_names(shards.len());
     let mut weight_map = serde_json::Map::new();
     for (shard, file) in shards.iter().zip(&files) {
-        let header: Vec<(String, Vec<usize>)> = shard
-            .iter()
-            .map(|&i| (entries[i].name.clone(), entries[i].shape.clone()))
-            .collect();
-        write_safetensors_streaming(&out.join(file), &header, dtype, |k| {
-            entries[shard[k]].stored_values()
+        let tensors: Vec<StreamedTensor> =
+            shard.iter().map(|&i| entries[i].tensor.clone()).collect();
+        write_safetensors_bytes(&out.join(file), &tensors, |k| {
+            entries[shard[k]].stored_bytes()
         })?;
         for &i in shard {
-            weight_map.insert(entries[i].name.clone(), file.clone().into());
+            weight_map.insert(entries[i].tensor.name.clone(), file.clone().into());
         }
     }
     let index_path = out.join(INDEX_FILE);
@@ -244,7 +352,8 @@ fn write_checkpoint_shards(
         });
         crate::io::write_json_atomic(&index_path, &index)?;
     }
-    remove_stale_weight_files(out, &files)
+    remove_stale_weight_files(out, &files)?;
+    Ok(quantized)
 }
 
 /// Removes weight files (and a shard index no longer needed) that are not in `keep`.
@@ -288,15 +397,42 @@ pub fn save_model_dir(model: &Model, out: &Path, max_shard_bytes: u64) -> Result
         let bytes = std::fs::read(entry.path()).map_err(|e| FileError::io(&entry.path(), e))?;
         crate::io::write_atomic(&out.join(&name), &bytes)?;
     }
-    if let Some(config) = model.net().export_config() {
-        crate::io::write_json_atomic(&out.join("config.json"), &config)?;
-    }
-    write_checkpoint_shards(
+    let quantized = write_checkpoint_shards(
         &model.network,
         out,
         StorageDtype::of(model.dtype),
         max_shard_bytes,
-    )
+    )?;
+    write_config(model, out, quantized)
+}
+
+/// Writes `config.json` into an exported folder: the family's export config or the source
+/// folder's, with a `quantization_config` exactly when linear layers were written quantized
+/// (a merged export of a quantized folder is dense again).
+fn write_config(
+    model: &Model,
+    out: &Path,
+    quantized: Option<Quantization>,
+) -> Result<(), FileError> {
+    let path = out.join("config.json");
+    let mut config = match model.net().export_config() {
+        Some(config) => config,
+        None => crate::io::read_json_file(&path)?,
+    };
+    if let Some(fields) = config.as_object_mut() {
+        match quantized {
+            Some(q) => {
+                fields.insert(
+                    "quantization_config".into(),
+                    quantized_store::quantization_config(q),
+                );
+            }
+            None => {
+                fields.remove("quantization_config");
+            }
+        }
+    }
+    crate::io::write_json_atomic(&path, &config)
 }
 
 /// The checkpoint name of a language-model path under `prefix` (`""` for a causal LM,

@@ -178,6 +178,27 @@ pub enum LoadModelError {
     Dtype(#[from] UnsupportedDtype),
 }
 
+/// The quantization a folder loads with: a quantized folder's own (`--quantize` may repeat
+/// it, not change it: its dense weights are gone), else what was asked for.
+fn quantization_to_load(
+    files: &ModelFiles,
+    asked: Option<Quantization>,
+) -> Result<Option<Quantization>, FileError> {
+    let stored = super::quantized_store::stored_quantization(files)?;
+    match (stored, asked) {
+        (Some(stored), Some(asked)) if stored != asked => Err(FileError::key(
+            &files.path("config.json"),
+            "quantization_config.bits",
+            format!(
+                "the folder is stored in {stored}, and --quantize {asked} cannot re-quantize it; \
+                 drop --quantize, or quantize the unquantized checkpoint"
+            ),
+        )),
+        (Some(stored), _) => Ok(Some(stored)),
+        (None, asked) => Ok(asked),
+    }
+}
+
 /// A family's loader and built-in shapes.
 pub trait Family: Sync {
     /// The family's name (`qwen2_vl`).
@@ -263,6 +284,7 @@ impl Model {
         )?;
         let options = LoadOptions {
             dtype: DTypeChoice::of(resolved.dtype),
+            quantize: quantization_to_load(files, options.quantize)?,
             ..options.clone()
         };
         let mut model = family.load(files, device, &options)?;

@@ -12,7 +12,8 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::checkpoint::CheckpointReader;
 use crate::io::FileError;
-use crate::quantize::{Quantization, is_quantized};
+use crate::models::quantized_store;
+use crate::quantize::{BLOCK, Quantization, is_quantized};
 
 /// Creates a float tensor from row-major values on `device` with `dtype`.
 pub fn tensor_from_vec<const D: usize>(
@@ -184,7 +185,20 @@ impl<'a> WeightLoader<'a> {
         quantization: Option<Quantization>,
     ) -> Result<Linear, FileError> {
         let name = format!("{prefix}.weight");
+        let stored_values = format!("{prefix}.{}", quantized_store::VALUES_SUFFIX);
         let weight = match quantization {
+            _ if self.reader.contains(&stored_values) => {
+                if quantization.is_none() && self.quantization.is_some() {
+                    return Err(FileError::tensor(
+                        &self.reader.file_of(&stored_values),
+                        &stored_values,
+                        "this layer is kept in the float dtype (an LM head, or a layer narrower \
+                         than a block), but the folder stores it quantized",
+                    ));
+                }
+                let weight = self.stored_weight(prefix, in_features, out_features)?;
+                Param::from_tensor(weight).set_require_grad(false)
+            }
             None => Param::from_tensor(self.linear_weight(&name, out_features, in_features)?),
             Some(q) => {
                 // Quantized from the checkpoint's values, never from a half-precision
@@ -198,6 +212,54 @@ impl<'a> WeightLoader<'a> {
             bias: self.bias(prefix, out_features, bias)?,
             lora: None,
         })
+    }
+
+    /// The quantized `[in, out]` weight of the linear layer at `prefix` of a quantized
+    /// folder, from its stored values and scales.
+    fn stored_weight(
+        &mut self,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+    ) -> Result<Tensor<2>, FileError> {
+        let values_name = format!("{prefix}.{}", quantized_store::VALUES_SUFFIX);
+        let scales_name = format!("{prefix}.{}", quantized_store::SCALES_SUFFIX);
+        let file = self.reader.file_of(&values_name);
+        let Some(q) = self.reader.stored_quantization() else {
+            return Err(FileError::tensor(
+                &file,
+                &values_name,
+                "a quantized weight, but config.json has no quantization_config saying how it \
+                 is stored",
+            ));
+        };
+        if !Quantization::applies_to(out_features) {
+            return Err(FileError::tensor(
+                &file,
+                &values_name,
+                format!("{out_features} output features are not whole blocks of {BLOCK}"),
+            ));
+        }
+        let (dtype, shape) = quantized_store::values_layout(q, in_features, out_features);
+        let values = self.reader.read_bytes(&values_name, dtype, &shape)?;
+        let scales_shape = quantized_store::scales_shape(in_features, out_features);
+        let scales = self.reader.read_f32(&scales_name, &scales_shape)?;
+        if let Some(bad) = scales.iter().find(|s| !s.is_finite() || **s < 0.0) {
+            return Err(FileError::tensor(
+                &self.reader.file_of(&scales_name),
+                &scales_name,
+                format!("holds the scale {bad}; block scales are finite and not negative"),
+            ));
+        }
+        self.used.insert(values_name);
+        self.used.insert(scales_name);
+        Ok(quantized_store::tensor_from_stored(
+            q,
+            &values,
+            &scales,
+            [in_features, out_features],
+            &self.device,
+        ))
     }
 
     /// A `nn.LayerNorm` at `prefix` (`prefix.weight`, `prefix.bias`).

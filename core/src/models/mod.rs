@@ -22,6 +22,7 @@ pub mod llama;
 pub mod llava_next;
 pub mod paths;
 pub mod prompt;
+pub mod quantized_store;
 pub mod qwen2_vl;
 pub mod registry;
 pub mod resample;

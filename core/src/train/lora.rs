@@ -19,6 +19,7 @@ use crate::models::export::module_checkpoint_name;
 use crate::models::hub::model_id_of;
 use crate::models::layers::{LoraAdapter, in_dtype, tensor_from_vec, tensor_to_vec, transpose_2d};
 use crate::models::{FamilyNetwork, Part};
+use crate::quantize::is_quantized;
 
 /// File names of a PEFT adapter folder.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -95,11 +96,18 @@ pub fn attach_lora(
     count
 }
 
-/// Adds every adapter's `(α/r)·A·B` into its dense weight and removes the adapters.
+/// Adds every adapter's `(α/r)·A·B` into its dense weight (a quantized weight dequantized
+/// first) and removes the adapters.
 pub fn merge_lora(net: &mut dyn FamilyNetwork) {
     net.for_each_linear(&mut |_, linear| {
         if let Some(lora) = linear.lora.take() {
+            // A base stored quantized (a quantized folder) merges into its dequantized values.
             let weight = linear.weight.val();
+            let weight = if is_quantized(&weight) {
+                weight.dequantize()
+            } else {
+                weight
+            };
             let merged = weight.clone() + in_dtype(lora.delta_weight(), weight.dtype());
             linear.weight = Param::from_tensor(merged.detach());
         }

@@ -36,6 +36,7 @@ use crate::models::paths::ModulePath;
 use crate::models::prompt::LabelMode;
 use crate::models::{FamilyNetwork, LoadOptions, Model, Network, Part, TokenBatch};
 use crate::precision::LossScaler;
+use crate::quantize::Quantization;
 
 /// Trainable parameters in a checkpoint folder, keyed by module path.
 pub const TRAINABLE_FILE: &str = "trainable.safetensors";
@@ -614,6 +615,40 @@ pub fn accumulate_and_step(
     Ok((model, StepOutcome { loss, grad_norm }))
 }
 
+/// Refuses what cannot train over a base quantized as `quantization` (the recipe's
+/// `quantize`, or the model folder's own): fine-tuning other than LoRA (its weights would have
+/// to change), and replicas (copies of the loaded network; a quantized tensor's storage is the
+/// backend's own: flex keeps one byte a value, cubecl packs words).
+fn check_quantized_base(
+    quantization: Option<Quantization>,
+    recipe: &TrainRecipe,
+    request: &TrainRequest,
+) -> Result<(), TrainError> {
+    let Some(q) = quantization else {
+        return Ok(());
+    };
+    let source = if recipe.quantize.is_some() {
+        format!("quantize: {q}")
+    } else {
+        format!(
+            "{}: the folder is stored in {q} (quantization_config in its config.json)",
+            request.model_dir.display()
+        )
+    };
+    if recipe.finetuning_type != FinetuningType::Lora {
+        return Err(TrainError::Recipe(format!(
+            "{source}: a quantized base trains only with finetuning_type: lora (QLoRA); \
+             full and freeze fine-tuning need the unquantized checkpoint"
+        )));
+    }
+    if !request.replica_devices.is_empty() {
+        return Err(TrainError::Recipe(format!(
+            "{source}: a quantized base trains on one device; drop --devices"
+        )));
+    }
+    Ok(())
+}
+
 /// Trains as `request` says; see the module documentation.
 pub fn train(
     request: &TrainRequest,
@@ -627,15 +662,7 @@ pub fn train(
     if request.data.is_empty() {
         return Err(TrainError::EmptyDataset("no --data file given".into()));
     }
-    if let Some(q) = recipe.quantize
-        && !request.replica_devices.is_empty()
-    {
-        // Replicas are copies of the loaded network, and a quantized tensor's storage is
-        // the backend's own (flex keeps one byte a value, cubecl packs words).
-        return Err(TrainError::Recipe(format!(
-            "quantize: {q}: a quantized base trains on one device; drop --devices or quantize"
-        )));
-    }
+    check_quantized_base(recipe.quantize, recipe, request)?;
     let train_device = request.device.clone().autodiff();
     let load = LoadOptions {
         dtype: recipe.dtype,
@@ -643,6 +670,10 @@ pub fn train(
         quantize: recipe.quantize,
     };
     let mut model = Model::load_with(&request.model_dir, &train_device, &load)?;
+    if recipe.quantize.is_none() {
+        // A quantized folder (`adamllm quantize`) loads quantized whatever the recipe says.
+        check_quantized_base(model.quantization, recipe, request)?;
+    }
 
     // Data.
     let image_options = ImageOptions::bounds(
@@ -1016,6 +1047,13 @@ pub fn train(
         )?;
         if model.quantization.is_some() {
             model = dense_base_with_adapters(model, request, &load)?;
+            if model.quantization.is_some() {
+                observer.message(
+                    "the base folder is stored quantized: the merged model writes the adapted \
+                     layers dense (they are quantized again when it loads) and keeps the others \
+                     as they are stored",
+                );
+            }
         }
         merge_lora(model.network.family_mut());
         Some(dir)
