@@ -116,7 +116,7 @@ fn run_page(mode: &str, out: &Path, env: &[(&str, String)]) -> Value {
 
 /// `adamllm eval` on the built-in demo model and benchmark with the page's settings.
 fn cli_eval(out: &Path, limit: Option<&str>, max_new_tokens: Option<&str>) -> Vec<u8> {
-    cli_eval_model(&demo().join("model"), out, limit, max_new_tokens)
+    cli_eval_model(&demo().join("model"), out, limit, max_new_tokens, &[])
 }
 
 /// `adamllm eval` of `model` on the built-in demo benchmark with the page's settings.
@@ -125,6 +125,7 @@ fn cli_eval_model(
     out: &Path,
     limit: Option<&str>,
     max_new_tokens: Option<&str>,
+    extra: &[&str],
 ) -> Vec<u8> {
     let task = demo().join("benchmark/food_dish.yaml");
     let data = demo().join("benchmark/food_dish.jsonl");
@@ -152,6 +153,7 @@ fn cli_eval_model(
     if let Some(tokens) = max_new_tokens {
         args.extend(["--max-new-tokens", tokens]);
     }
+    args.extend(extra);
     ok(&run(&args));
     std::fs::read(out.join("predictions.jsonl")).unwrap()
 }
@@ -403,6 +405,36 @@ fn a_picked_llava_next_folder_matches_the_cli() {
     );
     let info = report["model_info"].as_str().unwrap();
     assert!(info.contains("llava_next"), "{info}");
-    let cli = cli_eval_model(&model, &out.join("cli-eval"), Some("3"), Some("4"));
+    let cli = cli_eval_model(&model, &out.join("cli-eval"), Some("3"), Some("4"), &[]);
+    assert_same_predictions(&std::fs::read(out.join("predictions.jsonl")).unwrap(), &cli);
+}
+
+#[test]
+fn q8_weights_chosen_on_the_page_match_the_cli_quantize() {
+    if !page_available() {
+        return;
+    }
+    let out = output_dir("q8");
+    let report = run_page(
+        "cpu",
+        &out,
+        &[
+            ("ADAMLLM_PAGE_WEIGHTS", "q8".into()),
+            ("ADAMLLM_PAGE_LIMIT", "2".into()),
+            ("ADAMLLM_PAGE_MAX_NEW_TOKENS", "3".into()),
+        ],
+    );
+    let info = report["model_info"].as_str().unwrap();
+    assert!(
+        info.contains("q8 (") && info.contains("linear layers"),
+        "{info}"
+    );
+    let cli = cli_eval_model(
+        &demo().join("model"),
+        &out.join("cli-eval"),
+        Some("2"),
+        Some("3"),
+        &["--quantize", "q8"],
+    );
     assert_same_predictions(&std::fs::read(out.join("predictions.jsonl")).unwrap(), &cli);
 }
