@@ -4,15 +4,19 @@
 The PyTorch reference for comparing training speed: the same model folder, the same synthetic
 batch shape and the same optimiser, timed step by step on the CPU.
 
-Usage (Debian's python: torch 1.13, transformers 4.47.1, peft 0.13.2)::
+Usage (the interpreter ``bench/torch-venv.sh`` prints: current torch from PyPI, transformers
+4.47.1, peft)::
 
-    /usr/bin/python3 bench/torch_train.py --model MODEL_DIR [--mode full|lora] [--batch 4] \\
-        [--seq-len 256] [--warmup-steps 3] [--steps 10] [--threads N] [--seed 0]
+    "$(bash bench/torch-venv.sh)" bench/torch_train.py --model MODEL_DIR [--mode full|lora] \\
+        [--batch 4] [--seq-len 256] [--warmup-steps 3] [--steps 10] [--threads N] [--seed 0] \\
+        [--dtype f32|bf16|f16] [--gradient-checkpointing]
 
 Workload
 --------
-* Model: ``Qwen2VLForConditionalGeneration.from_pretrained(MODEL_DIR)`` in float32, eager
-  attention, train mode.
+* Model: ``Qwen2VLForConditionalGeneration.from_pretrained(MODEL_DIR)`` in ``--dtype``
+  (default float32), eager attention, train mode; ``--gradient-checkpointing`` as
+  LLaMA-Factory turns it on (non-reentrant, per decoder layer). Over a half-precision base the
+  LoRA weights are upcast to float32, as LLaMA-Factory and adamllm keep them.
 * ``--mode full``: every parameter trainable (vision tower and merger included; they get no
   gradient on text-only batches, so AdamW skips them).
   ``--mode lora``: PEFT LoRA r=8, alpha=16, dropout 0 on q/k/v/o_proj and gate/up/down_proj
@@ -50,10 +54,19 @@ from transformers import Qwen2VLForConditionalGeneration  # noqa: E402
 LORA_TARGET = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 
-def build_model(path, mode):
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def build_model(path, mode, dtype, gradient_checkpointing):
     model = Qwen2VLForConditionalGeneration.from_pretrained(
-        path, torch_dtype=torch.float32, attn_implementation="eager"
+        path, torch_dtype=DTYPES[dtype], attn_implementation="eager"
     )
+    if gradient_checkpointing:
+        # As LLaMA-Factory enables it: non-reentrant checkpoints per decoder layer, and the
+        # embedding output requiring grad so a frozen base still backpropagates into LoRA.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        model.config.use_cache = False
     if mode == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -62,6 +75,11 @@ def build_model(path, mode):
 
         cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGET, bias="none")
         model = get_peft_model(model, cfg)
+        # PEFT keeps the adapters in the base's dtype; LLaMA-Factory upcasts trainable
+        # weights to f32 over a half-precision base, as adamllm's master weights do.
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         assert names and all(".lora_" in n and "visual" not in n for n in names), names[:4]
         n_layers = model.get_base_model().config.num_hidden_layers
@@ -80,11 +98,13 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="f32", help="the base's dtype")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = build_model(args.model, args.mode)
+    model = build_model(args.model, args.mode, args.dtype, args.gradient_checkpointing)
     vocab = model.config.vocab_size
     assert vocab > 100, vocab
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -121,6 +141,8 @@ def main():
                 "transformers": transformers.__version__,
                 "model": args.model,
                 "mode": args.mode,
+                "dtype": args.dtype,
+                "gradient_checkpointing": args.gradient_checkpointing,
                 "batch": B,
                 "seq_len": L,
                 "steps": args.steps,

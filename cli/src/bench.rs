@@ -1,6 +1,7 @@
 //! `adamllm bench`: throughput figures for BENCHMARKS.md (JSON lines + a table).
 //! Timings are medians over repeats after a warm-up run; nothing here is asserted in tests.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use adamllm::burn::tensor::DType;
@@ -151,6 +152,37 @@ pub enum BenchCommand {
         #[arg(long, hide = true)]
         single: bool,
     },
+    /// Peak memory of training and generation configurations, each in its own process,
+    /// with PyTorch's peak for the same step beside it (`--torch PYTHON`) where it runs here.
+    Memory {
+        /// Presets (comma-separated): any `adamllm init` preset (tiny, small, qwen2vl-2b, llama-tiny, llama-small, llama3-8b, llava-next-tiny, llava-next-small, llava-next-8b).
+        #[arg(long, default_value = "tiny")]
+        presets: String,
+        /// Configurations (comma-separated): `train:MODE` with a `bench train` mode
+        /// (`train:lora:bf16:gc`, `train:lora:f16:gc:q4`, `train:full:f32`), or
+        /// `generate:DTYPE[:q8|q4]` (`generate:bf16`, `generate:f16:q4`).
+        #[arg(long, default_value = "train:lora:bf16:gc,generate:bf16:q8")]
+        configs: String,
+        /// Devices (comma-separated): cpu, wgpu, auto, vulkan, ...
+        #[arg(long, default_value = "cpu")]
+        devices: String,
+        /// Text tokens per training sequence or generation prompt (batch 1).
+        #[arg(long, default_value_t = 512)]
+        tokens: usize,
+        /// Tokens decoded by a generation configuration.
+        #[arg(long, default_value_t = 8)]
+        new_tokens: usize,
+        /// A Python with current torch, transformers 4.47.1 and peft (`bash
+        /// bench/torch-venv.sh` prints one): PyTorch's peak for each configuration it can run.
+        #[arg(long)]
+        torch: Option<PathBuf>,
+        /// Also append the rows (JSON lines) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run the one generation configuration given in this process (used internally).
+        #[arg(long, hide = true)]
+        single: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -216,6 +248,32 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             batches,
             max_new_tokens,
         } => crate::bench_synth::bench_synth(&presets, &devices, rows, &batches, max_new_tokens)?,
+        BenchCommand::Memory {
+            presets,
+            configs,
+            devices,
+            tokens,
+            new_tokens,
+            torch,
+            out,
+            single,
+        } => {
+            let shape = crate::bench_memory::MemoryShape { tokens, new_tokens };
+            if single {
+                let row =
+                    crate::bench_memory::single_generate(&presets, &configs, &devices, shape)?;
+                println!("{}", serde_json::to_string(&row)?);
+            } else {
+                crate::bench_memory::all(
+                    &presets,
+                    &configs,
+                    &devices,
+                    shape,
+                    torch.as_deref(),
+                    out.as_deref(),
+                )?;
+            }
+        }
         BenchCommand::Train {
             presets,
             modes,
@@ -384,7 +442,7 @@ pub fn write_preset(name: &str, dir: &std::path::Path) -> Result<usize> {
 
 /// A prompt of about `text_tokens` text tokens plus, for a model with a vision tower, one
 /// 112×84 synthetic image.
-fn bench_prompt(model: &Model, text_tokens: usize) -> Result<PromptInput> {
+pub(crate) fn bench_prompt(model: &Model, text_tokens: usize) -> Result<PromptInput> {
     let img = image::RgbImage::from_fn(112, 84, |x, y| {
         image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
     });

@@ -44,11 +44,11 @@ pub struct TrainRow {
     parameters: usize,
     trainable_params: usize,
     batch: usize,
-    seq_len: usize,
+    pub(crate) seq_len: usize,
     steps: usize,
     tokens_per_s: f64,
-    step_ms: f64,
-    peak_rss_mib: f64,
+    pub(crate) step_ms: f64,
+    pub(crate) peak_rss_mib: f64,
     /// Whether the fused ops ran (absent in PyTorch rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fused_ops: Option<bool>,
@@ -58,11 +58,11 @@ pub struct TrainRow {
 /// checkpointing and `q8`/`q4` for a quantized base (`lora:bf16`, `lora:bf16:gc`,
 /// `lora:f16:gc:q4`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Mode<'a> {
-    kind: &'a str,
-    dtype: DType,
-    gradient_checkpointing: bool,
-    quantize: Option<Quantization>,
+pub(crate) struct Mode<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) dtype: DType,
+    pub(crate) gradient_checkpointing: bool,
+    pub(crate) quantize: Option<Quantization>,
 }
 
 fn parse_mode(mode: &str) -> Result<Mode<'_>> {
@@ -90,6 +90,13 @@ fn parse_mode(mode: &str) -> Result<Mode<'_>> {
             .exact()
             .with_context(|| format!("mode {mode:?}: name the dtype (f32, f16 or bf16)"))?;
     }
+    Ok(parsed)
+}
+
+/// A mode as given, checked whole: its parts and its kind (`full` or `lora`).
+pub(crate) fn check_mode(mode: &str) -> Result<Mode<'_>> {
+    let parsed = parse_mode(mode)?;
+    recipe_for(parsed)?;
     Ok(parsed)
 }
 

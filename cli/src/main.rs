@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_kernels;
+mod bench_memory;
 mod bench_synth;
 mod bench_train;
 mod demo_cmd;

@@ -755,3 +755,33 @@ fn quantize_writes_a_folder_that_generates_as_quantize_on_load_does() {
     args.extend(["--quantize", "q8", "--max-shard-size", "5 TB"]);
     expect_failure(&run(&args), &["--max-shard-size", "not a size"]);
 }
+
+#[test]
+fn bench_memory_prints_a_peak_per_configuration_and_names_bad_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows_file = tmp.path().join("memory.jsonl");
+    let mut args = vec!["bench", "memory", "--presets", "tiny", "--devices", "cpu"];
+    args.extend(["--configs", "train:lora:f32:gc,generate:f32:q8"]);
+    args.extend(["--tokens", "24", "--new-tokens", "2"]);
+    args.extend(["--out", rows_file.to_str().unwrap()]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, config) in rows.iter().zip(["train:lora:f32:gc", "generate:f32:q8"]) {
+        assert_eq!(row["config"], config, "{row}");
+        assert_eq!(row["framework"], "adamllm", "{row}");
+        let peak = row["peak_rss_mib"].as_f64().unwrap();
+        assert!(peak > 1.0 && peak < 4096.0, "{row}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&rows_file).unwrap().lines().count(),
+        2
+    );
+    assert!(stderr(&o).contains("adamllm MiB"), "{}", stderr(&o));
+    let o = run(&["bench", "memory", "--configs", "decode:f16"]);
+    expect_failure(&o, &["config \"decode:f16\"", "train:MODE"]);
+}
