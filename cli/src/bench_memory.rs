@@ -90,6 +90,24 @@ pub struct MemoryRow {
     peak_rss_mib: f64,
 }
 
+impl MemoryRow {
+    /// A row of ours for `[preset, config, device]`.
+    fn ours(names: [&str; 3], tokens: usize, seconds: f64, peak_rss_mib: f64) -> Self {
+        let [preset, config, device] = names;
+        Self {
+            bench: "memory".into(),
+            framework: "adamllm".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            preset: preset.into(),
+            config: config.into(),
+            device: device.into(),
+            tokens,
+            seconds,
+            peak_rss_mib,
+        }
+    }
+}
+
 /// Runs one generation configuration in this process and returns its row.
 pub fn single_generate(
     preset: &str,
@@ -119,17 +137,13 @@ pub fn single_generate(
         ..Default::default()
     };
     generate(&model, std::slice::from_ref(&prompt), &options)?;
-    Ok(MemoryRow {
-        bench: "memory".into(),
-        framework: "adamllm".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        preset: preset.into(),
-        config: config.into(),
-        device: device.into(),
-        tokens: prompt.ids.len(),
-        seconds: t.elapsed().as_secs_f64(),
-        peak_rss_mib: peak_rss_mib(),
-    })
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(MemoryRow::ours(
+        [preset, config, device],
+        prompt.ids.len(),
+        seconds,
+        peak_rss_mib(),
+    ))
 }
 
 /// Runs one configuration of ours in a child process.
@@ -168,17 +182,12 @@ fn ours(preset: &str, config: &str, device: &str, shape: MemoryShape) -> Result<
     }
     let train: TrainRow =
         serde_json::from_str(line).with_context(|| format!("child output {line:?}"))?;
-    Ok(MemoryRow {
-        bench: "memory".into(),
-        framework: "adamllm".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        preset: preset.into(),
-        config: config.into(),
-        device: device.into(),
-        tokens: train.seq_len,
-        seconds: train.step_ms / 1e3,
-        peak_rss_mib: train.peak_rss_mib,
-    })
+    Ok(MemoryRow::ours(
+        [preset, config, device],
+        train.seq_len,
+        train.step_ms / 1e3,
+        train.peak_rss_mib,
+    ))
 }
 
 /// The PyTorch command for a configuration, where PyTorch runs it here: Qwen2-VL training

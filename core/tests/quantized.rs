@@ -36,6 +36,20 @@ fn load(
     Model::load_with(dir, device, &options).unwrap()
 }
 
+/// The logits of two loadings of one fixture over the prompt of its case `case`.
+fn case_logits(a: &Model, b: &Model, dir: &std::path::Path, case: &str) -> (Vec<f32>, Vec<f32>) {
+    let (prompt, _) = case_input(a, dir, case);
+    let batch = TokenBatch::from_sequences(
+        vec![(prompt.ids.clone(), prompt.images.clone())],
+        a.processor.pad_id,
+        false,
+    );
+    (
+        tensor_to_vec(a.logits(&batch).unwrap()),
+        tensor_to_vec(b.logits(&batch).unwrap()),
+    )
+}
+
 fn greedy(model: &Model, prompt: &PromptInput) -> Vec<i64> {
     let options = GenerationOptions {
         max_new_tokens: 12,
@@ -111,14 +125,7 @@ fn quantized_logits_equal_the_dense_model_with_rounded_weights() {
                         }
                     });
                 assert!(count >= 4, "{name}: only {count} layers quantized");
-                let (prompt, _) = case_input(&quantized, &dir, gen_case);
-                let batch = TokenBatch::from_sequences(
-                    vec![(prompt.ids.clone(), prompt.images.clone())],
-                    quantized.processor.pad_id,
-                    false,
-                );
-                let a = tensor_to_vec(quantized.logits(&batch).unwrap());
-                let b = tensor_to_vec(rounded.logits(&batch).unwrap());
+                let (a, b) = case_logits(&quantized, &rounded, &dir, gen_case);
                 let d = a
                     .iter()
                     .zip(&b)
@@ -218,7 +225,7 @@ fn train_for_test(
     extra: &[(&str, &str)],
 ) -> Result<adamllm::train::trainer::TrainSummary, adamllm::train::trainer::TrainError> {
     use adamllm::train::recipe::TrainRecipe;
-    use adamllm::train::trainer::{TrainRequest, train};
+    use adamllm::train::trainer::train;
     let mut pairs = vec![
         ("finetuning_type", finetuning_type),
         ("learning_rate", "1e-2"),
@@ -233,20 +240,14 @@ fn train_for_test(
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let request = TrainRequest {
-        model_dir: model_dir.to_path_buf(),
-        data: vec![data.to_path_buf()],
-        layouts: Default::default(),
-        stages: false,
-        val_data: None,
-        images_dir: None,
-        out: out.to_path_buf(),
-        recipe: TrainRecipe::load(None, &pairs).unwrap(),
-        device: adamllm::burn::tensor::Device::flex(),
-        replica_devices: Vec::new(),
-        resume: false,
-        skip_bad: false,
-    };
+    let recipe = TrainRecipe::load(None, &pairs).unwrap();
+    let request = common::train_request(
+        model_dir,
+        data,
+        out,
+        recipe,
+        adamllm::burn::tensor::Device::flex(),
+    );
     train(&request, &mut NoObserver)
 }
 
@@ -393,14 +394,7 @@ fn a_quantized_folder_loads_back_as_the_same_model() {
 
                 let reloaded = load(out.path(), &selected.device, None);
                 assert_eq!(reloaded.quantization, Some(q), "{name}");
-                let (prompt, _) = case_input(&quantized, &dir, gen_case);
-                let batch = TokenBatch::from_sequences(
-                    vec![(prompt.ids.clone(), prompt.images.clone())],
-                    quantized.processor.pad_id,
-                    false,
-                );
-                let a = tensor_to_vec(quantized.logits(&batch).unwrap());
-                let b = tensor_to_vec(reloaded.logits(&batch).unwrap());
+                let (a, b) = case_logits(&quantized, &reloaded, &dir, gen_case);
                 assert_eq!(a, b, "{name} {q} on {device_name}: reloaded logits differ");
             }
         }

@@ -12,7 +12,7 @@ use adamllm::models::checkpoint::CheckpointReader;
 use adamllm::models::prompt::LabelMode;
 use adamllm::models::qwen2_vl::presets::{Preset, init_model_dir};
 use adamllm::train::recipe::TrainRecipe;
-use adamllm::train::trainer::{StepReport, TrainObserver, TrainRequest, train};
+use adamllm::train::trainer::{StepReport, TrainObserver, train};
 
 /// Collects every step report.
 #[derive(Default)]
@@ -76,29 +76,6 @@ fn recipe(overrides: &[(&str, &str)]) -> TrainRecipe {
     TrainRecipe::load(None, &all).unwrap()
 }
 
-fn request(
-    model: &Path,
-    data: &Path,
-    out: &Path,
-    recipe: TrainRecipe,
-    device: Device,
-) -> TrainRequest {
-    TrainRequest {
-        model_dir: model.to_path_buf(),
-        data: vec![data.to_path_buf()],
-        layouts: Default::default(),
-        stages: false,
-        val_data: None,
-        images_dir: None,
-        out: out.to_path_buf(),
-        recipe,
-        device,
-        replica_devices: Vec::new(),
-        resume: false,
-        skip_bad: false,
-    }
-}
-
 #[test]
 fn tiny_model_memorizes_on_flex_and_wgpu() {
     for (name, selected) in common::test_devices() {
@@ -112,7 +89,7 @@ fn tiny_model_memorizes_on_flex_and_wgpu() {
         ]);
         let mut rec = Record::default();
         let summary = train(
-            &request(&model, &data, &out, r, selected.device.clone()),
+            &common::train_request(&model, &data, &out, r, selected.device.clone()),
             &mut rec,
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -155,7 +132,11 @@ fn gradient_accumulation_equals_one_big_batch() {
         ]);
         let out = tmp.path().join(name);
         let mut rec = Record::default();
-        train(&request(&model, &data, &out, r, device.clone()), &mut rec).unwrap();
+        train(
+            &common::train_request(&model, &data, &out, r, device.clone()),
+            &mut rec,
+        )
+        .unwrap();
         let reader = CheckpointReader::open_dir(&out.join("model")).unwrap();
         let mut weights = Vec::new();
         for n in reader.names() {
@@ -215,7 +196,7 @@ fn lora_trains_adapters_and_merges_on_export() {
         ("max_steps", "40"),
         ("learning_rate", "2e-2"),
     ]);
-    let mut req = request(&model, &data, &out, r, Device::flex());
+    let mut req = common::train_request(&model, &data, &out, r, Device::flex());
     req.val_data = Some(data.clone());
     let summary = train(&req, &mut Record::default()).unwrap();
     let cfg =
@@ -285,7 +266,7 @@ fn two_stage_runs_files_in_order() {
     }
     std::fs::write(&captions, text).unwrap();
     let out = tmp.path().join("two");
-    let mut req = request(
+    let mut req = common::train_request(
         &model,
         &captions,
         &out,
@@ -390,7 +371,7 @@ fn val_size_holds_out_samples_and_reports_their_loss() {
             ("save_steps", "2"),
         ]);
         let summary = train(
-            &request(&model, &data, &out, r, Device::flex()),
+            &common::train_request(&model, &data, &out, r, Device::flex()),
             &mut Record::default(),
         )
         .unwrap();

@@ -288,3 +288,27 @@ pub fn case_input(
         .unwrap_or_default();
     (adamllm::generation::PromptInput { ids, images }, labels)
 }
+
+/// A single-stage training request on one device: `model` trained on `data` into `out`.
+pub fn train_request(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    recipe: adamllm::train::recipe::TrainRecipe,
+    device: adamllm::burn::tensor::Device,
+) -> adamllm::train::trainer::TrainRequest {
+    adamllm::train::trainer::TrainRequest {
+        model_dir: model.to_path_buf(),
+        data: vec![data.to_path_buf()],
+        layouts: Default::default(),
+        stages: false,
+        val_data: None,
+        images_dir: None,
+        out: out.to_path_buf(),
+        recipe,
+        device,
+        replica_devices: Vec::new(),
+        resume: false,
+        skip_bad: false,
+    }
+}
