@@ -89,6 +89,21 @@ pub fn is_quantized<const D: usize>(t: &Tensor<D>) -> bool {
     matches!(t.dtype(), DType::QFloat(_))
 }
 
+impl Quantization {
+    /// The quantization of a tensor's dtype (`None`: a float tensor, or quantized values
+    /// other than ours).
+    pub fn of_dtype(dtype: DType) -> Option<Self> {
+        match dtype {
+            DType::QFloat(scheme) => match scheme.value {
+                QuantValue::Q8S => Some(Self::Q8),
+                QuantValue::Q4S => Some(Self::Q4),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 impl FromStr for Quantization {
     type Err = String;
 

@@ -7,7 +7,9 @@
 //! of the dense checkpoint: merge them first ([`crate::train::lora::merge_lora`]) or export
 //! them as a PEFT adapter.
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::rc::Rc;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
@@ -21,7 +23,7 @@ use crate::models::checkpoint::{
 };
 use crate::models::layers::{tensor_to_vec, transpose_2d};
 use crate::models::quantized_store;
-use crate::quantize::{Quantization, is_quantized};
+use crate::quantize::Quantization;
 
 /// File name of a single-file checkpoint.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -38,8 +40,8 @@ struct PathParam {
 enum ParamValues {
     /// A float tensor, flattened.
     Float(Tensor<1>),
-    /// A quantized linear weight `[in, out]`, as the backend stores it.
-    Quantized(Tensor<2>),
+    /// A linear weight `[in, out]` quantized as ours, as the backend stores it.
+    Quantized(Quantization, Tensor<2>),
 }
 
 impl ParamValues {
@@ -47,7 +49,7 @@ impl ParamValues {
     fn to_f32(&self) -> Vec<f32> {
         match self {
             Self::Float(flat) => tensor_to_vec(flat.clone()),
-            Self::Quantized(weight) => tensor_to_vec(weight.clone().dequantize()),
+            Self::Quantized(_, weight) => tensor_to_vec(weight.clone().dequantize()),
         }
     }
 }
@@ -75,9 +77,12 @@ impl<F: Fn(&str) -> bool> ModuleVisitor for PathCollector<F> {
         }
         let tensor = param.val();
         let dims = tensor.dims().to_vec();
-        // Checked before `detach`, which returns a quantized tensor's float values.
-        let values = if is_quantized(&tensor) && D == 2 {
-            ParamValues::Quantized(tensor.reshape([dims[0], dims[1]]))
+        // Checked before `detach`, which returns a quantized tensor's float values (what
+        // other quantizations than ours are written as).
+        let values = if let Some(q) = Quantization::of_dtype(tensor.dtype())
+            && D == 2
+        {
+            ParamValues::Quantized(q, tensor.reshape([dims[0], dims[1]]))
         } else {
             let tensor = tensor.detach();
             ParamValues::Float(tensor.reshape([dims.iter().product::<usize>()]))
@@ -128,29 +133,71 @@ struct ExportEntry {
 
 /// What an [`ExportEntry`] is made of.
 enum EntrySource {
-    /// A float parameter (flattened), written in the model's dtype in PyTorch's layout.
-    Float {
-        dims: Vec<usize>,
-        layout: KeyLayout,
-        values: Tensor<1>,
-        storage: StorageDtype,
+    /// A float parameter, written in the model's dtype in PyTorch's layout.
+    Float(Box<FloatSource>),
+    /// The integer values (`P.qweight`) or the block scales (`P.scales`) of a quantized
+    /// linear weight; the two entries share one read of the weight.
+    Quantized {
+        weight: Rc<QuantizedWeight>,
+        part: QuantizedPart,
     },
-    /// The integer values of a quantized linear weight (`P.qweight`).
-    QuantizedValues(Tensor<2>),
-    /// The block scales of a quantized linear weight (`P.scales`).
-    QuantizedScales(Tensor<2>),
+}
+
+/// A float parameter (flattened) and how it is stored.
+struct FloatSource {
+    dims: Vec<usize>,
+    layout: KeyLayout,
+    values: Tensor<1>,
+    storage: StorageDtype,
+}
+
+/// Which half of a quantized weight an entry writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum QuantizedPart {
+    Values,
+    Scales,
+}
+
+/// A quantized linear weight whose two stored halves are written as two entries: the first
+/// one written reads the weight back from the device once and keeps the other half until it
+/// is asked for, so the host holds at most one pending half.
+struct QuantizedWeight {
+    quantization: Quantization,
+    weight: Tensor<2>,
+    pending: RefCell<Option<(QuantizedPart, Vec<u8>)>>,
+}
+
+impl QuantizedWeight {
+    /// The stored bytes of `part`.
+    fn stored_bytes(&self, part: QuantizedPart) -> Result<Vec<u8>, String> {
+        if let Some((pending, bytes)) = self.pending.borrow_mut().take()
+            && pending == part
+        {
+            return Ok(bytes);
+        }
+        let (q, values, scales) = quantized_store::tensor_parts(self.weight.clone())?;
+        let values = quantized_store::encode_values(q, &values);
+        let scales: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let (wanted, other) = match part {
+            QuantizedPart::Values => (values, (QuantizedPart::Scales, scales)),
+            QuantizedPart::Scales => (scales, (QuantizedPart::Values, values)),
+        };
+        *self.pending.borrow_mut() = Some(other);
+        Ok(wanted)
+    }
 }
 
 impl ExportEntry {
     /// The stored bytes (read back from the device now).
     fn stored_bytes(&self) -> Result<Vec<u8>, String> {
         match &self.source {
-            EntrySource::Float {
-                dims,
-                layout,
-                values,
-                storage,
-            } => {
+            EntrySource::Float(float) => {
+                let FloatSource {
+                    dims,
+                    layout,
+                    values,
+                    storage,
+                } = float.as_ref();
                 let values = tensor_to_vec(values.clone());
                 let values = match layout {
                     KeyLayout::Same => values,
@@ -160,14 +207,7 @@ impl ExportEntry {
                 };
                 Ok(storage.encode(&values))
             }
-            EntrySource::QuantizedValues(weight) => {
-                let (q, values, _) = quantized_store::tensor_parts(weight.clone())?;
-                Ok(quantized_store::encode_values(q, &values))
-            }
-            EntrySource::QuantizedScales(weight) => {
-                let (_, _, scales) = quantized_store::tensor_parts(weight.clone())?;
-                Ok(scales.iter().flat_map(|s| s.to_le_bytes()).collect())
-            }
+            EntrySource::Quantized { weight, part } => weight.stored_bytes(*part),
         }
     }
 }
@@ -194,15 +234,20 @@ fn export_entries(network: &Network, storage: StorageDtype) -> Vec<ExportEntry> 
                         shape,
                         dtype: storage.safetensors(),
                     },
-                    source: EntrySource::Float {
+                    source: EntrySource::Float(Box::new(FloatSource {
                         dims: p.dims,
                         layout,
                         values,
                         storage,
-                    },
+                    })),
                 });
             }
-            ParamValues::Quantized(weight) => {
+            ParamValues::Quantized(quantization, weight) => {
+                let weight = Rc::new(QuantizedWeight {
+                    quantization,
+                    weight,
+                    pending: RefCell::new(None),
+                });
                 entries.extend(quantized_entries(&name, &p.dims, weight));
             }
         }
@@ -211,10 +256,9 @@ fn export_entries(network: &Network, storage: StorageDtype) -> Vec<ExportEntry> 
 }
 
 /// The `P.qweight` and `P.scales` entries of the quantized weight stored at `P.weight`.
-fn quantized_entries(name: &str, dims: &[usize], weight: Tensor<2>) -> [ExportEntry; 2] {
+fn quantized_entries(name: &str, dims: &[usize], weight: Rc<QuantizedWeight>) -> [ExportEntry; 2] {
     let prefix = name.strip_suffix(".weight").unwrap_or(name);
-    let q = quantization_of(&weight);
-    let (dtype, shape) = quantized_store::values_layout(q, dims[0], dims[1]);
+    let (dtype, shape) = quantized_store::values_layout(weight.quantization, dims[0], dims[1]);
     [
         ExportEntry {
             tensor: StreamedTensor {
@@ -222,7 +266,10 @@ fn quantized_entries(name: &str, dims: &[usize], weight: Tensor<2>) -> [ExportEn
                 shape: shape.to_vec(),
                 dtype,
             },
-            source: EntrySource::QuantizedValues(weight.clone()),
+            source: EntrySource::Quantized {
+                weight: Rc::clone(&weight),
+                part: QuantizedPart::Values,
+            },
         },
         ExportEntry {
             tensor: StreamedTensor {
@@ -230,21 +277,12 @@ fn quantized_entries(name: &str, dims: &[usize], weight: Tensor<2>) -> [ExportEn
                 shape: quantized_store::scales_shape(dims[0], dims[1]).to_vec(),
                 dtype: safetensors::Dtype::F32,
             },
-            source: EntrySource::QuantizedScales(weight),
+            source: EntrySource::Quantized {
+                weight,
+                part: QuantizedPart::Scales,
+            },
         },
     ]
-}
-
-/// The quantization of a quantized tensor (from its dtype's scheme).
-fn quantization_of(weight: &Tensor<2>) -> Quantization {
-    match weight.dtype() {
-        burn::tensor::DType::QFloat(scheme)
-            if scheme.value == burn::tensor::quantization::QuantValue::Q4S =>
-        {
-            Quantization::Q4
-        }
-        _ => Quantization::Q8,
-    }
 }
 
 /// Splits tensors of the given byte sizes into shards as transformers'
@@ -327,8 +365,8 @@ fn write_checkpoint_shards(
 ) -> Result<Option<Quantization>, FileError> {
     let entries = export_entries(network, storage);
     let quantized = entries.iter().find_map(|e| match &e.source {
-        EntrySource::QuantizedValues(weight) => Some(quantization_of(weight)),
-        _ => None,
+        EntrySource::Quantized { weight, .. } => Some(weight.quantization),
+        EntrySource::Float(_) => None,
     });
     let sizes: Vec<u64> = entries.iter().map(|e| e.tensor.byte_len() as u64).collect();
     let shards = plan_shards(&sizes, max_shard_bytes.max(1));

@@ -18,7 +18,7 @@
 //! On a little-endian machine these bytes are exactly Burn's `PackedU32` storage of the same
 //! scheme, so loading copies them into the tensor without unpacking.
 
-use burn::tensor::quantization::{QuantValue, QuantizedBytes};
+use burn::tensor::quantization::QuantizedBytes;
 use burn::tensor::{Bytes, DType, Tensor, TensorData};
 use safetensors::Dtype;
 use serde_json::{Value, json};
@@ -160,20 +160,12 @@ pub fn encode_values(q: Quantization, values: &[i8]) -> Vec<u8> {
 pub fn tensor_parts(weight: Tensor<2>) -> Result<(Quantization, Vec<i8>, Vec<f32>), String> {
     let shape = weight.shape();
     let data = weight.into_data();
-    let DType::QFloat(scheme) = data.dtype() else {
+    let (DType::QFloat(scheme), Some(q)) = (data.dtype(), Quantization::of_dtype(data.dtype()))
+    else {
         return Err(format!(
-            "expected a quantized tensor, found {:?}",
+            "{:?} is not a quantization adamllm stores",
             data.dtype()
         ));
-    };
-    let q = match scheme.value {
-        QuantValue::Q8S => Quantization::Q8,
-        QuantValue::Q4S => Quantization::Q4,
-        other => {
-            return Err(format!(
-                "quantized values {other:?} are not stored by adamllm"
-            ));
-        }
     };
     let (values, scales) = QuantizedBytes {
         bytes: data.into_bytes(),
