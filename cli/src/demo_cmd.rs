@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use adamllm::demo::budget::check_budget;
 use adamllm::demo::run::{
     BUILD_GENERAL_IMAGES, DemoObserver, DemoOptions, DemoReport, GeneralSource, PrebuiltModels,
     run_demo,
@@ -39,6 +40,14 @@ pub struct DemoArgs {
     /// instead of starting from the committed ones that `adamllm demo-models` built.
     #[arg(long)]
     pub train_general: bool,
+    /// Run every post-training row with this many seeds (--seed, --seed + 1, …); the report
+    /// gives each cell as mean ± standard deviation, and a claim holds only beyond it.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// Time budget in minutes: a run estimated to take longer (at the reference machine's
+    /// measured speed) is refused before it starts, saying how many seeds fit.
+    #[arg(long, default_value_t = 60.0)]
+    pub max_minutes: f64,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -130,7 +139,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
         } else {
             GeneralSource::Prebuilt
         },
+        seeds: args.seeds,
     };
+    let estimate = check_budget(&options, args.max_minutes)?;
+    eprintln!(
+        "estimated time: about {:.0} min with {} seed{} (at the 2-core CPU speed of BENCHMARKS.md; a resumed run takes less)",
+        estimate.total_seconds() / 60.0,
+        options.seeds,
+        if options.seeds == 1 { "" } else { "s" }
+    );
     let report = run_with_progress(
         &options,
         &args.out,
@@ -157,6 +174,7 @@ pub fn build_models(args: DemoModelsArgs) -> Result<()> {
             all_seed_questions: args.all_seed_questions,
             general_images: args.general_images,
         },
+        seeds: 1,
     };
     let report = run_with_progress(&options, &args.work, args.force, &args.device, None)?;
     std::fs::create_dir_all(&args.out)

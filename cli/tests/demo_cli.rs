@@ -10,7 +10,79 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{bin, stderr};
+use common::{bin, expect_failure, stderr};
+
+/// Opens `out/report.html` in headless Chromium (web/tests/report_test.mjs) and checks what it
+/// shows: the domains' tables, every image loaded (the charts, loss curves and samples), one
+/// checklist item per finding, nothing requested outside the folder, no console error. The
+/// screenshot stays in tests/output/demo-report/. `ADAMLLM_SKIP_BROWSER=1` skips the check.
+fn check_report_in_browser(out: &Path, findings: usize) {
+    if std::env::var_os("ADAMLLM_SKIP_BROWSER").is_some() {
+        eprintln!("ADAMLLM_SKIP_BROWSER is set: report.html is not opened in a browser");
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    assert!(
+        repo.join("web/tests/node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci` in web/tests (scripts/test.sh does)"
+    );
+    let shots = repo.join("tests/output/demo-report");
+    let _ = std::fs::remove_dir_all(&shots);
+    let o = std::process::Command::new("node")
+        .arg(repo.join("web/tests/report_test.mjs"))
+        .env("ADAMLLM_REPORT", out.join("report.html"))
+        .env("ADAMLLM_REPORT_OUT", &shots)
+        .output()
+        .expect("node runs");
+    let view: Value = std::fs::read(shots.join("report-view.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    assert!(o.status.success(), "{}\n{view:#}", stderr(&o));
+    assert!(shots.join("report.png").is_file(), "no screenshot");
+    assert_eq!(view["outside_requests"], serde_json::json!([]), "{view:#}");
+    assert_eq!(view["console"], serde_json::json!([]), "{view:#}");
+    let headings: Vec<&str> = view["headings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for heading in [
+        "biomed",
+        "food",
+        "How the paper's claims fare here",
+        "Loss curves",
+    ] {
+        assert!(
+            headings.contains(&heading),
+            "{heading} missing: {headings:?}"
+        );
+    }
+    let images = view["images"].as_array().unwrap();
+    for image in images {
+        assert_eq!(image["loaded"], true, "broken image: {image}");
+    }
+    let charts: Vec<&Value> = images.iter().filter(|i| i["class"] == "chart").collect();
+    assert_eq!(charts.len(), 2, "{charts:?}");
+    assert!(charts.iter().all(|c| c["width"] == 960), "{charts:?}");
+    assert!(images.iter().any(|i| i["class"] == "sample"), "{images:?}");
+    assert!(
+        images.iter().filter(|i| i["class"] == "").count() >= 10,
+        "the loss curves: {images:?}"
+    );
+    // Loss curves sit side by side, not one under the other.
+    assert!(view["plot_columns"].as_u64().unwrap() >= 2, "{view:#}");
+    let claims = view["claims"].as_array().unwrap();
+    assert_eq!(claims.len(), findings, "{claims:?}");
+    let tables = view["tables"].as_array().unwrap();
+    let ablation_tables: Vec<&Value> = tables
+        .iter()
+        .filter(|t| t["header"][0] == "ablation")
+        .collect();
+    assert_eq!(ablation_tables.len(), 2, "{tables:?}");
+    assert!(ablation_tables.iter().all(|t| t["rows"] == 6), "{tables:?}");
+}
 
 fn finished_stages(out: &Path) -> Vec<String> {
     std::fs::read_to_string(out.join("demo_state.json"))
@@ -143,6 +215,21 @@ fn quick_demo_resumes_after_a_kill_and_reports() {
         html.contains("<table>") && html.contains("<th>ablation</th>") && !html.contains("<pre>"),
         "{html}"
     );
+    // One seed: every claim says a gap settles nothing, unless the rows are exactly level.
+    let findings = report["findings"].as_array().unwrap();
+    assert!(findings.len() >= 8, "{findings:?}");
+    for finding in findings {
+        let verdict = &finding["verdict"];
+        assert!(
+            verdict.is_null() || verdict == "one_seed" || verdict == "tie",
+            "{finding}"
+        );
+        assert!(
+            markdown.contains(finding["text"].as_str().unwrap()),
+            "{finding}"
+        );
+    }
+    check_report_in_browser(&out, findings.len());
 
     // A rerun reuses every stage and prints the same table.
     let again = bin().args(args(&out)).output().unwrap();
@@ -322,4 +409,113 @@ fn demo_models_writes_the_three_models_and_resumes() {
         );
     }
     assert_eq!(base, std::fs::read(out.join("base.safetensors")).unwrap());
+}
+
+#[test]
+fn seeds_give_mean_and_spread_and_keep_the_first_seed_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &Path, seeds: &str| {
+        bin()
+            .args(["demo", "--quick", "--domain", "food", "--device", "cpu"])
+            .args(["--seeds", seeds, "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let two = tmp.path().join("two");
+    let o = run(&two, "2");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(table.contains("ran with 2 seeds (0, 1)"), "{table}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["seeds"], serde_json::json!([0, 1]));
+    // Each seed trained its own model; the seed reached the trainer (the losses differ).
+    let loss = |stage: &str| report["stages"][stage]["final_loss"].as_f64().unwrap();
+    assert!(two.join("runs/food-caption_only-seed1/model").is_dir());
+    assert_ne!(
+        loss("food/train/caption_only"),
+        loss("food/train/caption_only/seed1")
+    );
+    for (key, row) in report["table"]["food"].as_object().unwrap() {
+        for (task, cell) in row.as_object().unwrap() {
+            let seeds = cell["seeds"].as_array().unwrap();
+            let expected = if key == "general_base" { 1 } else { 2 };
+            assert_eq!(seeds.len(), expected, "{key} {task}: {cell}");
+            for (score, mean) in cell["all"].as_object().unwrap() {
+                let values: Vec<f64> = seeds
+                    .iter()
+                    .map(|s| s["all"][score].as_f64().unwrap())
+                    .collect();
+                let average = values.iter().sum::<f64>() / values.len() as f64;
+                assert!((mean.as_f64().unwrap() - average).abs() < 1e-9, "{cell}");
+                let sd = cell["sd"][score].as_f64().unwrap();
+                if expected == 2 {
+                    let half_range = (values[0] - values[1]).abs();
+                    assert!((sd - half_range / 2f64.sqrt()).abs() < 1e-9, "{cell}");
+                } else {
+                    assert_eq!(sd, 0.0, "{cell}");
+                }
+            }
+        }
+    }
+    // Two seeds measure the spread: no claim is left to "one seed".
+    for finding in report["findings"].as_array().unwrap() {
+        assert_ne!(finding["verdict"], "one_seed", "{finding}");
+    }
+    assert!(
+        table.contains(" ± "),
+        "a trained row's cell shows its spread: {table}"
+    );
+
+    // The first seed's rows are the one-seed demo's rows, value for value.
+    let one = tmp.path().join("one");
+    let o = run(&one, "1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single: Value =
+        serde_json::from_str(&std::fs::read_to_string(one.join("report.json")).unwrap()).unwrap();
+    for (key, row) in single["table"]["food"].as_object().unwrap() {
+        for (task, cell) in row.as_object().unwrap() {
+            // Everything but the model's path (another folder).
+            let scores = |cell: &Value| {
+                let mut first = cell["seeds"][0].clone();
+                first["all"].as_object_mut().unwrap().remove("model");
+                first
+            };
+            assert_eq!(
+                scores(cell),
+                scores(&report["table"]["food"][key][task]),
+                "{key} {task}"
+            );
+        }
+    }
+}
+
+#[test]
+fn seed_counts_outside_the_budget_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let demo = |extra: &[&str]| {
+        bin()
+            .args(["demo", "--device", "cpu", "--out", out.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    expect_failure(
+        &demo(&["--seeds", "0"]),
+        &["--seeds 0", "at least one seed"],
+    );
+    expect_failure(
+        &demo(&["--seeds", "40"]),
+        &[
+            "--seeds 40: the run needs about",
+            "min per seed",
+            "or fewer, or raise --max-minutes",
+        ],
+    );
+    expect_failure(
+        &demo(&["--max-minutes", "0"]),
+        &["--max-minutes 0", "positive number of minutes"],
+    );
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
 }

@@ -629,6 +629,7 @@ fn pipeline_configs_and_demo_state() {
         quick: true,
         seed: 3,
         general: Default::default(),
+        seeds: 1,
     };
     let state = json!({
         "options": options,

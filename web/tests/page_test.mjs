@@ -18,8 +18,7 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import os from 'node:os';
-import { chromium } from 'playwright-core';
+import { openBrowser } from './browser.mjs';
 
 const root = path.resolve(process.env.ADAMLLM_WEB_ROOT);
 const mode = process.env.ADAMLLM_PAGE_MODE || 'cpu';
@@ -43,28 +42,12 @@ const server = http.createServer((req, res) => {
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const origin = `http://127.0.0.1:${server.address().port}`;
 
-const args = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
-if (mode === 'webgpu') args.push('--enable-unsafe-webgpu');
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'adamllm-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.ADAMLLM_CHROMIUM || '/usr/bin/chromium',
-  headless: true, args, acceptDownloads: true, viewport: { width: 1200, height: 1600 },
+const { page, requests, blocked: offOrigin, consoleLines, close } = await openBrowser({
+  allowed: (url) => url.startsWith(origin + '/') || url.startsWith('blob:') || url.startsWith('data:'),
+  args: mode === 'webgpu' ? ['--enable-unsafe-webgpu'] : [],
+  viewport: { width: 1200, height: 1600 },
+  acceptDownloads: true,
 });
-const requests = [];
-const offOrigin = [];
-await context.route('**/*', (route) => {
-  const url = route.request().url();
-  requests.push(url);
-  if (url.startsWith(origin + '/') || url.startsWith('blob:') || url.startsWith('data:')) return route.continue();
-  offOrigin.push(url);
-  return route.abort();
-});
-context.on('request', (request) => requests.push(request.url()));
-const page = context.pages()[0] || await context.newPage();
-const consoleLines = [];
-page.on('console', (msg) => consoleLines.push(`${msg.type()}: ${msg.text()}`));
-page.on('pageerror', (error) => consoleLines.push(`pageerror: ${error.message}`));
 
 const report = { mode, origin };
 const long = 15 * 60 * 1000;
@@ -166,8 +149,7 @@ try {
   report.served = served;
   report.console = consoleLines;
   fs.writeFileSync(path.join(out, 'page.json'), JSON.stringify(report, null, 2) + '\n');
-  await context.close();
+  await close();
   server.close();
-  fs.rmSync(profile, { recursive: true, force: true });
 }
 process.exit(report.ok ? 0 : 1);

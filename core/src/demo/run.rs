@@ -19,9 +19,10 @@
 //!    stages on more general images and epochs) made, as the paper starts from released
 //!    checkpoints; [`GeneralSource::Train`] runs them at the run's own scale.
 //! 5. per target domain: synthesize → filter → rules → assemble the ablation datasets, train
-//!    one model per ablation from the base model (same recipe, same epochs), evaluate every
-//!    model and the base model on the domain's test tasks;
-//! 6. `report`: `report.json`, `report.md`, `report.html`, loss curves under `plots/`.
+//!    one model per ablation from the base model (same recipe, same epochs; each row once per
+//!    seed of `--seeds`), evaluate every model and the base model on the domain's test tasks;
+//! 6. `report` ([`super::report`]): `report.json`, `report.md`, `report.html`, a bar chart per
+//!    domain and the loss curves under `plots/`.
 //!
 //! Every image is used at its drawn size, 112×112, in training, synthesis and evaluation alike
 //! (the paper's evaluation would upscale it to 224², four times the tokens).
@@ -37,10 +38,13 @@ use serde_json::{Value, json};
 use super::domains::{
     DomainKind, Split, benchmark_tasks, generate_samples, write_domain, write_task_files,
 };
+pub use super::report::DemoReport;
+use super::report::{ReportInput, ScoreTable, write_report};
+use super::seeds::{combine_seed_scores, post_seeds, seed_suffix};
 use crate::data::conversation::read_conversations;
 use crate::eval::benchmark::{ReadOptions, read_benchmark};
 use crate::eval::custom_task::EvalTask;
-use crate::eval::runner::{EvalOptions, run_eval};
+use crate::eval::runner::{EvalOptions, EvalSummary, run_eval};
 use crate::io::{FileError, read_json_file, write_atomic, write_json_atomic};
 use crate::models::Model;
 use crate::models::checkpoint::SINGLE_FILE;
@@ -84,6 +88,14 @@ pub struct DemoOptions {
     /// Where the general-domain models (base, synthesizer, judge) come from.
     #[serde(default)]
     pub general: GeneralSource,
+    /// Seeds of each post-training row (`seed`, `seed + 1`, …): the report gives every cell
+    /// as mean ± standard deviation over them, and a claim holds only beyond that spread.
+    #[serde(default = "one_seed")]
+    pub seeds: usize,
+}
+
+fn one_seed() -> usize {
+    1
 }
 
 /// Where a demo's general-domain models (base, synthesizer, judge) come from.
@@ -204,7 +216,8 @@ impl DemoScale {
             Self {
                 general_images: 160,
                 target_train_images: 200,
-                target_test_images: 40,
+                // One answer moves a score by half a point (at 40 rows it moved it 2.5).
+                target_test_images: 200,
                 base_epochs: 3.0,
                 synthesizer_epochs: 10.0,
                 judge_epochs: 6.0,
@@ -440,6 +453,16 @@ impl Demo<'_> {
     }
 
     fn recipe(&self, epochs: f64, extra: &[(&str, String)]) -> Result<TrainRecipe, String> {
+        self.seeded_recipe(epochs, self.seed, extra)
+    }
+
+    /// The demo's training recipe with `seed` (the order of the batches).
+    fn seeded_recipe(
+        &self,
+        epochs: f64,
+        seed: u64,
+        extra: &[(&str, String)],
+    ) -> Result<TrainRecipe, String> {
         let mut keys: Vec<(String, String)> = [
             ("finetuning_type", "full".to_string()),
             ("learning_rate", self.scale.learning_rate.to_string()),
@@ -456,7 +479,7 @@ impl Demo<'_> {
             ("cutoff_len", "1024".to_string()),
             ("save_steps", "0".to_string()),
             ("logging_steps", "5".to_string()),
-            ("seed", self.seed.to_string()),
+            ("seed", seed.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -610,26 +633,6 @@ fn paired_questions(general: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), St
     Ok((p_path, i_path))
 }
 
-/// The report's sentence on the judge's held-out score (trained in the run, or from the
-/// prebuilt models' `build.json`), if the judge's summary has one.
-fn judge_score_line(judge: &Value) -> Option<String> {
-    let score = judge
-        .get("held_out")
-        .or_else(|| judge.get("build").and_then(|b| b.get("held_out")))?;
-    let accuracy = score["accuracy"].as_f64()?;
-    let part = |key: &str| {
-        score[key]
-            .as_f64()
-            .map_or("–".to_string(), |v| format!("{v:.1} %"))
-    };
-    Some(format!(
-        "The judge answers {accuracy:.1} % of {} held-out general-domain triplets right ({} of the consistent ones Yes, {} of the inconsistent ones No).\n\n",
-        score["examples"],
-        part("yes_recall"),
-        part("no_recall"),
-    ))
-}
-
 /// One labelled consistency example for the judge.
 struct JudgeExample {
     /// Index of the general image the question is about.
@@ -773,15 +776,6 @@ fn judge_held_out_score(
     }))
 }
 
-/// What a finished demo reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DemoReport {
-    /// `report.json`'s content.
-    pub json: Value,
-    /// `report.md`'s content (also printed).
-    pub markdown: String,
-}
-
 /// Runs (or resumes) the demo in `out`. `prebuilt` holds the committed general-domain models
 /// that [`GeneralSource::Prebuilt`] uses.
 pub fn run_demo(
@@ -804,6 +798,12 @@ pub fn run_demo(
         (GeneralSource::Prebuilt, Some(models)) => Some(models),
         _ => None,
     };
+    if options.seeds == 0 {
+        return Err(DemoError::Stage {
+            stage: "options".into(),
+            message: "--seeds 0: the post-training rows need at least one seed".into(),
+        });
+    }
     if matches!(options.general, GeneralSource::Build { .. }) && !options.domains.is_empty() {
         return Err(DemoError::Stage {
             stage: "options".into(),
@@ -954,7 +954,8 @@ pub fn run_demo(
     let judge_model = model_of(&judge);
 
     // 5. Per target domain.
-    let mut table: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut table = ScoreTable::new();
+    let seeds = post_seeds(seed, options.seeds);
     for kind in &domains {
         let name = kind.name();
         let train_dir = data.join(format!("{name}-train"));
@@ -1046,422 +1047,169 @@ pub fn run_demo(
             }
             Ok(Value::Object(summaries))
         })?;
-        let tasks = benchmark_tasks(*kind);
+        let rows = DomainRows {
+            kind: *kind,
+            train_dir,
+            test_dir,
+            work,
+            base_model: base_model.clone(),
+        };
         for ablation in Ablation::ALL {
             if assembled[ablation.key()].get("skipped").is_some() {
                 continue;
             }
-            let model = if ablation == Ablation::GeneralBase {
-                base_model.clone()
-            } else {
-                let mode = datasets
-                    .iter()
-                    .find(|(a, _, _)| *a == ablation)
-                    .map_or(AssemblyMode::Single, |(_, _, m)| *m);
-                let files = output_files(
-                    &work
-                        .join("assembled")
-                        .join(format!("{}.json", ablation.key())),
-                    mode,
-                );
-                let trained = demo.stage(&format!("{name}/train/{}", ablation.key()), |d| {
-                    let recipe = d.recipe(
-                        d.scale.post_epochs,
-                        &[("learning_rate", d.scale.post_learning_rate.to_string())],
-                    )?;
-                    d.train(
-                        &format!("{name}-{}", ablation.key()),
-                        &base_model,
-                        files,
-                        Some(train_dir.clone()),
-                        mode == AssemblyMode::TwoStage,
-                        recipe,
-                    )
-                })?;
-                model_of(&trained)
-            };
-            let scores = demo.stage(&format!("{name}/eval/{}", ablation.key()), |d| {
-                let loaded = d.load(&model)?;
-                let mut scores = serde_json::Map::new();
-                for task in &tasks {
-                    let yaml = test_dir.join(format!("{}.yaml", task.name));
-                    let eval_task = EvalTask::from_arg(&yaml.display().to_string())
-                        .map_err(|e| e.to_string())?;
-                    let read = ReadOptions {
-                        images_dir: None,
-                        required_fields: eval_task.required_fields(),
-                        limit: None,
-                    };
-                    let rows =
-                        read_benchmark(&test_dir.join(format!("{}.jsonl", task.name)), &read)
-                            .map_err(|e| e.to_string())?;
-                    let opts = EvalOptions {
-                        batch_size: d.scale.batch_size,
-                        limit: None,
-                        max_new_tokens: None,
-                        pixels: Some((DEMO_PIXELS, DEMO_PIXELS)),
-                    };
-                    let out = d
-                        .out
-                        .join("evals")
-                        .join(name)
-                        .join(ablation.key())
-                        .join(&task.name);
-                    let observer = &mut *d.observer;
-                    let summary = run_eval(
-                        &loaded,
-                        &eval_task,
-                        &rows,
-                        &out,
-                        &opts,
-                        &mut |done, total| observer.progress(done, total),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    let main = summary.scores.first().map(|(_, v)| *v);
-                    scores.insert(
-                        task.name.clone(),
-                        json!({"score": main, "metric": summary.metric, "all": summary.results}),
-                    );
+            let mode = datasets
+                .iter()
+                .find(|(a, _, _)| *a == ablation)
+                .map(|(_, _, mode)| *mode);
+            let mut evaluations = Vec::new();
+            match mode {
+                // The general base: one model, evaluated once.
+                None => evaluations.push((seed, demo.evaluate(&rows, ablation, "", &base_model)?)),
+                Some(mode) => {
+                    for (index, row_seed) in seeds.iter().enumerate() {
+                        let suffix = seed_suffix(index, *row_seed);
+                        let model = demo.post_train(&rows, ablation, mode, &suffix, *row_seed)?;
+                        let scores = demo.evaluate(&rows, ablation, &suffix, &model)?;
+                        evaluations.push((*row_seed, scores));
+                    }
                 }
-                Ok(Value::Object(scores))
-            })?;
-            table
-                .entry(name.to_string())
-                .or_default()
-                .insert(ablation.key().to_string(), scores);
+            }
+            table.entry(name.to_string()).or_default().insert(
+                ablation.key().to_string(),
+                combine_seed_scores(&evaluations, mode.is_some()),
+            );
         }
     }
 
     // 6. Report.
-    let report = build_report(&demo, &domains, &table, started.elapsed().as_secs_f64());
-    write_json_atomic(&demo.out.join("report.json"), &report.json)
-        .map_err(|e| stage_error("report")(e.to_string()))?;
-    write_atomic(&demo.out.join("report.md"), report.markdown.as_bytes())
-        .map_err(|e| stage_error("report")(e.to_string()))?;
-    let html = report_html(&demo, &domains, &report);
-    write_atomic(&demo.out.join("report.html"), html.as_bytes())
-        .map_err(|e| stage_error("report")(e.to_string()))?;
-    Ok(report)
-}
-
-/// The main score of a task for an ablation, if evaluated.
-fn score(
-    table: &BTreeMap<String, BTreeMap<String, Value>>,
-    domain: &str,
-    ablation: Ablation,
-    task: &str,
-    key: &str,
-) -> Option<f64> {
-    table.get(domain)?.get(ablation.key())?.get(task)?["all"][key].as_f64()
-}
-
-/// The task-level score names of a demo task (from its task file).
-fn demo_task_score_keys(out: &Path, domain: &str, task: &str) -> Vec<&'static str> {
-    let yaml = out
-        .join("data")
-        .join(format!("{domain}-test"))
-        .join(format!("{task}.yaml"));
-    EvalTask::from_arg(&yaml.display().to_string())
-        .map(|t| t.score_keys().to_vec())
-        .unwrap_or_else(|_| vec!["score"])
-}
-
-fn build_report(
-    demo: &Demo<'_>,
-    domains: &[DomainKind],
-    table: &BTreeMap<String, BTreeMap<String, Value>>,
-    seconds: f64,
-) -> DemoReport {
-    let state = &demo.state;
-    let mut md = String::from("# adamllm demo report\n\n");
-    let general = match state.options.as_ref().map(|o| o.general) {
-        Some(GeneralSource::Train) => "trained in this run",
-        Some(GeneralSource::Build { .. }) => "built at the `adamllm demo-models` scale",
-        _ => "the committed ones `adamllm demo-models` built",
+    let input = ReportInput {
+        out: &demo.out,
+        state: &demo.state,
+        scale: &demo.scale,
+        seed: demo.seed,
+        seeds: options.seeds,
     };
-    md.push_str(&format!(
-        "Tiny preset (Qwen2-VL architecture, ~0.2M parameters), {} run, seed {}, images at 112×112; general base, synthesizer and judge: {general}.\n\n",
-        if state.options.as_ref().is_some_and(|o| o.quick) { "`--quick`" } else { "full" },
-        demo.seed
-    ));
-    if let Some(line) = state.finished.get("judge").and_then(judge_score_line) {
-        md.push_str(&line);
-    }
-    let mut findings = Vec::new();
-    for kind in domains {
-        let name = kind.name();
-        // One column per task-level score (VQA tasks have a closed and an open score).
-        let columns: Vec<(String, String, &'static str)> = benchmark_tasks(*kind)
-            .into_iter()
-            .flat_map(|task| {
-                let keys = demo_task_score_keys(&demo.out, name, &task.name);
-                keys.into_iter()
-                    .map(move |key| (task.name.clone(), key.to_string(), task.imitates))
-            })
-            .collect();
-        md.push_str(&format!("## {name}\n\n| ablation |"));
-        for (task, key, imitates) in &columns {
-            md.push_str(&format!(" {task} {key} ({imitates}) |"));
-        }
-        md.push_str(" mean |\n| --- |");
-        for _ in &columns {
-            md.push_str(" ---: |");
-        }
-        md.push_str(" ---: |\n");
-        let mut means = BTreeMap::new();
-        let mut row_scores: BTreeMap<Ablation, Vec<Option<f64>>> = BTreeMap::new();
-        for ablation in Ablation::ALL {
-            md.push_str(&format!("| {} |", ablation.label()));
-            let values: Vec<Option<f64>> = columns
-                .iter()
-                .map(|(task, key, _)| score(table, name, ablation, task, key))
-                .collect();
-            for v in &values {
-                md.push_str(&match v {
-                    Some(v) => format!(" {v:.1} |"),
-                    None => " – |".into(),
-                });
-            }
-            let present: Vec<f64> = values.iter().flatten().copied().collect();
-            let mean =
-                (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64);
-            if let Some(m) = mean {
-                means.insert(ablation, m);
-            }
-            md.push_str(&mean.map_or(" – |\n".into(), |m| format!(" {m:.1} |\n")));
-            row_scores.insert(ablation, values);
-        }
-        md.push('\n');
-        let cmp = |a: Ablation, b: Ablation, claim: &str| -> Option<String> {
-            let (x, y) = (means.get(&a)?, means.get(&b)?);
-            let verdict = if (x - y).abs() < 1e-9 {
-                "a tie here"
-            } else if x > y {
-                "holds"
-            } else {
-                "does NOT hold here"
-            };
-            Some(format!("- {name}: {claim}: {verdict} ({x:.1} vs {y:.1})"))
-        };
-        let per_task: Vec<(String, Option<f64>, Option<f64>)> = columns
-            .iter()
-            .zip(&row_scores[&Ablation::PaperMethod])
-            .zip(&row_scores[&Ablation::GeneralBase])
-            .map(|(((task, key, _), paper), base)| (format!("{task} {key}"), *paper, *base))
-            .collect();
-        findings.extend(
-            [
-                cmp(
-                    Ablation::PaperMethod,
-                    Ablation::GeneralBase,
-                    "post-training beats the general base",
-                ),
-                every_task_finding(name, &per_task),
-                cmp(
-                    Ablation::SynthesizerUnfiltered,
-                    Ablation::RulesSingle,
-                    "synthesizer tasks beat rule-based tasks",
-                ),
-                cmp(
-                    Ablation::PaperMethod,
-                    Ablation::TwoStage,
-                    "single stage beats two stages",
-                ),
-                cmp(
-                    Ablation::PaperMethod,
-                    Ablation::SynthesizerUnfiltered,
-                    "the filter helps",
-                ),
-            ]
-            .into_iter()
-            .flatten(),
+    write_report(&input, &domains, &table, started.elapsed().as_secs_f64())
+}
+
+/// What the post-training and evaluation of one domain's rows read.
+struct DomainRows {
+    kind: DomainKind,
+    train_dir: PathBuf,
+    test_dir: PathBuf,
+    /// `runs/<domain>`: the assembled datasets.
+    work: PathBuf,
+    base_model: PathBuf,
+}
+
+impl Demo<'_> {
+    /// Trains row `ablation` of a domain with `seed` from the general base (stage
+    /// `<domain>/train/<row><suffix>`, folder `runs/<domain>-<row><suffix>`); returns the
+    /// exported model folder.
+    fn post_train(
+        &mut self,
+        rows: &DomainRows,
+        ablation: Ablation,
+        mode: AssemblyMode,
+        suffix: &str,
+        seed: u64,
+    ) -> Result<PathBuf, DemoError> {
+        let name = rows.kind.name();
+        let files = output_files(
+            &rows
+                .work
+                .join("assembled")
+                .join(format!("{}.json", ablation.key())),
+            mode,
         );
-        if let Some(filter) = state.finished.get(&format!("{name}/filter")) {
-            findings.extend(degenerate_filter_note(name, filter));
-        }
-        if let Some(assembled) = state.finished.get(&format!("{name}/assemble")) {
-            for ablation in Ablation::ALL {
-                if let Some(reason) = assembled[ablation.key()]["skipped"].as_str() {
-                    md.push_str(&format!(
-                        "Not trained: {} ({reason}).\n\n",
-                        ablation.label()
-                    ));
-                }
+        let run_name = format!("{name}-{}{}", ablation.key(), suffix.replace('/', "-"));
+        let trained = self.stage(&format!("{name}/train/{}{suffix}", ablation.key()), |d| {
+            let recipe = d.seeded_recipe(
+                d.scale.post_epochs,
+                seed,
+                &[("learning_rate", d.scale.post_learning_rate.to_string())],
+            )?;
+            d.train(
+                &run_name,
+                &rows.base_model,
+                files,
+                Some(rows.train_dir.clone()),
+                mode == AssemblyMode::TwoStage,
+                recipe,
+            )
+        })?;
+        Ok(model_of(&trained))
+    }
+
+    /// Evaluates `model` on every test task of the domain (stage
+    /// `<domain>/eval/<row><suffix>`, predictions under `evals/<domain>/<row><suffix>/`);
+    /// returns `{task: {score, metric, all}}`.
+    fn evaluate(
+        &mut self,
+        rows: &DomainRows,
+        ablation: Ablation,
+        suffix: &str,
+        model: &Path,
+    ) -> Result<Value, DemoError> {
+        let name = rows.kind.name();
+        let folder = format!("{}{}", ablation.key(), suffix.replace('/', "-"));
+        self.stage(&format!("{name}/eval/{}{suffix}", ablation.key()), |d| {
+            let loaded = d.load(model)?;
+            let mut scores = serde_json::Map::new();
+            for task in benchmark_tasks(rows.kind) {
+                let out = d
+                    .out
+                    .join("evals")
+                    .join(name)
+                    .join(&folder)
+                    .join(&task.name);
+                let summary = d.evaluate_task(&loaded, &rows.test_dir, &task.name, &out)?;
+                let main = summary.scores.first().map(|(_, v)| *v);
+                scores.insert(
+                    task.name.clone(),
+                    json!({"score": main, "metric": summary.metric, "all": summary.results}),
+                );
             }
-        }
-        if let Some(filter) = state.finished.get(&format!("{name}/filter")) {
-            md.push_str(&format!("Filter labels: {}. ", filter["labels"]));
-        }
-        if let Some(synth) = state.finished.get(&format!("{name}/synthesize")) {
-            md.push_str(&format!(
-                "Synthesis: {} of {} images gave a triplet.\n\n",
-                synth["with_triplet"], synth["rows"]
-            ));
-        }
+            Ok(Value::Object(scores))
+        })
     }
-    md.push_str("## How the paper's claims fare here (means over each domain's tasks; the every-task line goes task by task)\n\n");
-    for f in &findings {
-        md.push_str(f);
-        md.push('\n');
-    }
-    md.push_str(&format!(
-        "\nThe order is reported as measured; the demo is not tuned to agree with the paper.\n\nTime: {:.0} s over all stages ({seconds:.0} s in this invocation; stages: {}).\n",
-        state.seconds.values().sum::<f64>(),
-        state
-            .seconds
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.0} s"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    let json = json!({
-        "options": state.options,
-        "scale": demo.scale,
-        "table": table,
-        "findings": findings,
-        "stages": state.finished,
-        "seconds": state.seconds,
-        "invocation_seconds": seconds,
-    });
-    DemoReport { json, markdown: md }
-}
 
-/// The per-task check of "the paper's row beats the general base on every task": `tasks` holds
-/// (column, paper's row score, general base score); `None` when a score is missing.
-fn every_task_finding(
-    domain: &str,
-    tasks: &[(String, Option<f64>, Option<f64>)],
-) -> Option<String> {
-    let scored: Vec<(&str, f64, f64)> = tasks
-        .iter()
-        .map(|(column, paper, base)| Some((column.as_str(), (*paper)?, (*base)?)))
-        .collect::<Option<_>>()?;
-    let claim = format!("{domain}: the paper's row beats the general base on every task");
-    let not_above: Vec<String> = scored
-        .iter()
-        .filter(|(_, paper, base)| paper <= base)
-        .map(|(column, paper, base)| format!("{column} {paper:.1} vs {base:.1}"))
-        .collect();
-    if not_above.is_empty() {
-        let (column, paper, base) = scored
-            .iter()
-            .min_by(|a, b| (a.1 - a.2).total_cmp(&(b.1 - b.2)))?;
-        Some(format!(
-            "- {claim}: holds (smallest gain {:.1} points, {column})",
-            paper - base
-        ))
-    } else {
-        Some(format!(
-            "- {claim}: does NOT hold here (not above the base: {})",
-            not_above.join(", ")
-        ))
-    }
-}
-
-/// A finding line when the filter kept no triplet or every triplet: then the paper's row is
-/// trained on the same data as another row, and the claims that compare them say nothing
-/// about filtering.
-fn degenerate_filter_note(domain: &str, filter: &Value) -> Option<String> {
-    let labels = &filter["labels"];
-    let count = |label: &str| labels[label].as_u64().unwrap_or(0);
-    let triplets = count("yes") + count("no") + count("open") + count("unparsed");
-    let kept = filter["kept"].as_u64().unwrap_or_else(|| count("yes"));
-    if triplets == 0 {
-        Some(format!(
-            "- {domain}: the synthesizer wrote no triplet, so every synthetic row trained on the captions alone (the caption-only data)"
-        ))
-    } else if kept == 0 {
-        Some(format!(
-            "- {domain}: the judge kept none of the {triplets} triplets, so the paper's row trained on the captions alone (the caption-only data) and two stages had nothing to train: \"the filter helps\" here compares captions alone with captions plus the unfiltered tasks"
-        ))
-    } else if kept == triplets {
-        Some(format!(
-            "- {domain}: the judge kept all {triplets} triplets, so the filtered and unfiltered rows trained on the same data"
-        ))
-    } else {
-        None
-    }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The report's markdown (headings, tables, lists) as HTML. Raw HTML in it is shown as text,
-/// never interpreted: the report quotes what models wrote.
-fn markdown_html(markdown: &str) -> String {
-    use pulldown_cmark::{Event, Options, Parser, html::push_html};
-    let events = Parser::new_ext(markdown, Options::ENABLE_TABLES).map(|event| match event {
-        Event::Html(text) | Event::InlineHtml(text) => Event::Text(text),
-        other => other,
-    });
-    let mut html = String::new();
-    push_html(&mut html, events);
-    html
-}
-
-/// `report.html`: the tables, the loss curves, and sample images with their caption,
-/// synthesized triplet and judge label. Self-contained apart from relative image links.
-fn report_html(demo: &Demo<'_>, domains: &[DomainKind], report: &DemoReport) -> String {
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>adamllm demo report</title>\
-         <style>body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse}\
-         td,th{border:1px solid #ccc;padding:4px 8px}img.sample{width:112px;image-rendering:pixelated}\
-         .plots img{width:320px}</style></head><body>",
-    );
-    html.push_str(&markdown_html(&report.markdown));
-    html.push_str("<h2>Loss curves</h2><div class=\"plots\">");
-    for summary in demo.state.finished.values() {
-        if let Some(plot) = summary.get("plot").and_then(Value::as_str) {
-            html.push_str(&format!(
-                "<figure><img src=\"{0}\"><figcaption>{0}</figcaption></figure>",
-                escape(plot)
-            ));
-        }
-    }
-    html.push_str("</div>");
-    for kind in domains {
-        let name = kind.name();
-        let filtered = demo
-            .out
-            .join("runs")
-            .join(name)
-            .join("filtered_task_pairs.jsonl");
-        let Ok(text) = std::fs::read_to_string(&filtered) else {
-            continue;
+    /// Runs one test task (`<task>.yaml` and `<task>.jsonl` in `test_dir`) on `model`.
+    fn evaluate_task(
+        &mut self,
+        model: &Model,
+        test_dir: &Path,
+        task: &str,
+        out: &Path,
+    ) -> Result<EvalSummary, String> {
+        let yaml = test_dir.join(format!("{task}.yaml"));
+        let eval_task =
+            EvalTask::from_arg(&yaml.display().to_string()).map_err(|e| e.to_string())?;
+        let read = ReadOptions {
+            images_dir: None,
+            required_fields: eval_task.required_fields(),
+            limit: None,
         };
-        html.push_str(&format!("<h2>{name}: samples</h2><table><tr><th>image</th><th>caption</th><th>synthesized triplet</th><th>judge</th></tr>"));
-        for line in text.lines().take(8) {
-            let Ok(row) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let image = row["images"][0].as_str().unwrap_or_default();
-            let caption = row["messages"][1]["content"].as_str().unwrap_or_default();
-            let qa = &row["collected_QA"];
-            let triplet = if qa.is_object() {
-                format!(
-                    "<b>Q:</b> {}<br><b>informative:</b> {}<br><b>precise:</b> {}",
-                    escape(qa["Q"].as_str().unwrap_or_default()),
-                    escape(qa["informative_A"].as_str().unwrap_or_default()),
-                    escape(qa["precise_A"].as_str().unwrap_or_default())
-                )
-            } else {
-                "<i>no triplet in the output</i>".into()
-            };
-            html.push_str(&format!(
-                "<tr><td><img class=\"sample\" src=\"data/{name}-train/{}\"></td><td>{}</td><td>{triplet}</td><td>{}</td></tr>",
-                escape(image),
-                escape(caption),
-                escape(row["consistency"].as_str().unwrap_or_default())
-            ));
-        }
-        html.push_str("</table>");
+        let rows = read_benchmark(&test_dir.join(format!("{task}.jsonl")), &read)
+            .map_err(|e| e.to_string())?;
+        let options = EvalOptions {
+            batch_size: self.scale.batch_size,
+            limit: None,
+            max_new_tokens: None,
+            pixels: Some((DEMO_PIXELS, DEMO_PIXELS)),
+        };
+        let observer = &mut *self.observer;
+        run_eval(
+            model,
+            &eval_task,
+            &rows,
+            out,
+            &options,
+            &mut |done, total| observer.progress(done, total),
+        )
+        .map_err(|e| e.to_string())
     }
-    html.push_str("</body></html>\n");
-    html
 }
 
 /// Reads a finished demo's state (for tests and tools).
@@ -1473,25 +1221,6 @@ pub fn read_state(out: &Path) -> Result<DemoState, FileError> {
 mod tests {
     use super::*;
     use crate::train::trainer::Quiet;
-
-    #[test]
-    fn report_markdown_becomes_html_tables_and_quoted_html_stays_text() {
-        let html = markdown_html(
-            "## biomed\n\n| ablation | acc |\n| --- | ---: |\n| caption only | 25.0 |\n\n\
-             - a claim: holds <img src=\"http://x\">\n",
-        );
-        assert!(html.contains("<h2>biomed</h2>"), "{html}");
-        assert!(
-            html.contains("<table>") && html.contains("<th>ablation</th>"),
-            "{html}"
-        );
-        assert!(
-            html.contains("<td style=\"text-align: right\">25.0</td>"),
-            "{html}"
-        );
-        assert!(html.contains("<li>a claim: holds &lt;img"), "{html}");
-        assert!(!html.contains("<img"), "{html}");
-    }
 
     struct Silent(Quiet);
     impl DemoObserver for Silent {
@@ -1506,6 +1235,7 @@ mod tests {
             quick: true,
             seed: 0,
             general,
+            seeds: 1,
         }
     }
 
@@ -1631,65 +1361,5 @@ mod tests {
             "{same} of {} wrong answers are of the right answer's kind",
             no.len()
         );
-    }
-
-    #[test]
-    fn the_judge_score_line_reads_a_trained_or_a_prebuilt_summary() {
-        let score = json!({"examples": 400, "accuracy": 91.0, "yes_recall": 97.0, "no_recall": 85.0, "labels": {}});
-        let expected = "The judge answers 91.0 % of 400 held-out general-domain triplets right (97.0 % of the consistent ones Yes, 85.0 % of the inconsistent ones No).\n\n";
-        assert_eq!(
-            judge_score_line(&json!({"held_out": score})).as_deref(),
-            Some(expected)
-        );
-        assert_eq!(
-            judge_score_line(&json!({"prebuilt": true, "build": {"held_out": score}})).as_deref(),
-            Some(expected)
-        );
-        // No held-out images (a tiny general set): no recall to print, and no line without a score.
-        let empty = json!({"held_out": {"examples": 0, "accuracy": null}});
-        assert_eq!(judge_score_line(&empty), None);
-        assert_eq!(
-            judge_score_line(&json!({"prebuilt": true, "build": {}})),
-            None
-        );
-    }
-
-    #[test]
-    fn every_task_finding_names_the_tasks_not_above_the_base() {
-        let row =
-            |column: &str, paper: f64, base: f64| (column.to_string(), Some(paper), Some(base));
-        let mixed = [
-            row("vqa OPEN", 10.0, 0.0),
-            row("vqa CLOSED", 7.5, 12.5),
-            row("mcq acc", 20.0, 20.0),
-        ];
-        assert_eq!(
-            every_task_finding("biomed", &mixed).unwrap(),
-            "- biomed: the paper's row beats the general base on every task: does NOT hold \
-             here (not above the base: vqa CLOSED 7.5 vs 12.5, mcq acc 20.0 vs 20.0)"
-        );
-        let better = [row("dish acc", 30.0, 7.5), row("recipe rl", 18.4, 11.0)];
-        assert_eq!(
-            every_task_finding("food", &better).unwrap(),
-            "- food: the paper's row beats the general base on every task: holds (smallest gain \
-             7.4 points, recipe rl)"
-        );
-        let missing = [
-            row("dish acc", 30.0, 7.5),
-            ("recipe rl".into(), None, Some(11.0)),
-        ];
-        assert_eq!(every_task_finding("food", &missing), None);
-    }
-
-    #[test]
-    fn degenerate_filters_are_called_out() {
-        let filter = |yes: u64, no: u64, none: u64| json!({"kept": yes, "labels": {"yes": yes, "no": no, "open": 0, "unparsed": 0, "no_triplet": none}});
-        let none_kept = degenerate_filter_note("food", &filter(0, 87, 113)).unwrap();
-        assert!(none_kept.contains("kept none of the 87"), "{none_kept}");
-        let all_kept = degenerate_filter_note("food", &filter(19, 0, 101)).unwrap();
-        assert!(all_kept.contains("kept all 19"), "{all_kept}");
-        let no_triplet = degenerate_filter_note("biomed", &filter(0, 0, 120)).unwrap();
-        assert!(no_triplet.contains("wrote no triplet"), "{no_triplet}");
-        assert_eq!(degenerate_filter_note("food", &filter(5, 7, 3)), None);
     }
 }

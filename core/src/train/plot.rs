@@ -212,11 +212,21 @@ pub fn render_loss_curve(metrics: &[MetricRow]) -> Result<Vec<u8>, String> {
         root.present().map_err(err)?;
     }
 
-    let img = image::RgbImage::from_raw(WIDTH, HEIGHT, buf)
-        .ok_or_else(|| "internal error: plot buffer size".to_string())?;
+    encode_png(buf, WIDTH, HEIGHT, "the loss curve")
+}
+
+/// Encodes an RGB buffer of `width × height` pixels as PNG (`what` names the picture in errors).
+pub(crate) fn encode_png(
+    buf: Vec<u8>,
+    width: u32,
+    height: u32,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let img = image::RgbImage::from_raw(width, height, buf)
+        .ok_or_else(|| format!("internal error: {what}: buffer size"))?;
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| format!("encoding the loss curve PNG: {e}"))?;
+        .map_err(|e| format!("encoding {what} as PNG: {e}"))?;
     Ok(png)
 }
 
@@ -239,7 +249,7 @@ fn smooth(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 }
 
 /// A round spacing (1, 2 or 5 times a power of ten) giving about `target` intervals.
-fn nice_step(span: f64, target: f64) -> f64 {
+pub(crate) fn nice_step(span: f64, target: f64) -> f64 {
     let raw = (span / target).max(f64::MIN_POSITIVE);
     let mag = 10f64.powf(raw.log10().floor());
     let norm = raw / mag;
@@ -256,14 +266,14 @@ fn nice_step(span: f64, target: f64) -> f64 {
 }
 
 /// Multiples of `step` inside `[lo, hi]`.
-fn ticks(lo: f64, hi: f64, step: f64) -> Vec<f64> {
+pub(crate) fn ticks(lo: f64, hi: f64, step: f64) -> Vec<f64> {
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     (first..=last).map(|k| k as f64 * step).collect()
 }
 
 /// A tick label with as many decimals as the spacing needs.
-fn format_tick(v: f64, step: f64) -> String {
+pub(crate) fn format_tick(v: f64, step: f64) -> String {
     if v.abs() >= 1e6 {
         let s = format!("{v:.2e}");
         return s.replace(".00e", "e").replace("0e", "e");
@@ -280,21 +290,22 @@ fn format_tick(v: f64, step: f64) -> String {
     }
 }
 
+/// Where a text anchor sits on the text: its start, centre or end (left/top, middle, right/bottom).
 #[derive(Clone, Copy)]
-enum Align {
+pub(crate) enum Align {
     Start,
     Center,
     End,
 }
 
 /// Width in pixels of `s` in the built-in font.
-fn text_width(s: &str) -> i32 {
+pub(crate) fn text_width(s: &str) -> i32 {
     let n = s.chars().count() as i32;
     if n == 0 { 0 } else { n * 6 * SCALE - SCALE }
 }
 
 /// Draws `s` with the built-in font; `(x, y)` is the anchor for the given alignments.
-fn draw_text<DB: DrawingBackend>(
+pub(crate) fn draw_text<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     s: &str,
     x: i32,
