@@ -17,9 +17,10 @@ const file = path.resolve(process.env.ADAMLLM_REPORT);
 const out = path.resolve(process.env.ADAMLLM_REPORT_OUT);
 fs.mkdirSync(out, { recursive: true });
 const folder = pathToFileURL(path.dirname(file)).href + '/';
+const inFolder = (url) => url.startsWith(folder) || url.startsWith('data:');
 
 const { page, requests, blocked, consoleLines, close } = await openBrowser({
-  allowed: (url) => url.startsWith(folder) || url.startsWith('data:'),
+  allowed: inFolder,
   viewport: { width: 1200, height: 1400 },
 });
 
@@ -58,7 +59,7 @@ try {
   try { await page.screenshot({ path: path.join(out, 'report.png'), fullPage: true }); } catch { /* page gone */ }
   view.requests = [...new Set(requests)];
   view.outside_requests = [...new Set([...blocked,
-    ...requests.filter((url) => !url.startsWith(folder) && !url.startsWith('data:'))])];
+    ...requests.filter((url) => !inFolder(url))])];
   view.console = consoleLines;
   fs.writeFileSync(path.join(out, 'report-view.json'), JSON.stringify(view, null, 2) + '\n');
   await close();

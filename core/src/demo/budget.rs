@@ -84,6 +84,17 @@ pub fn estimate(options: &DemoOptions) -> DemoEstimate {
     }
 }
 
+/// Refuses `--seeds 0`.
+pub fn check_seeds(options: &DemoOptions) -> Result<(), DemoError> {
+    if options.seeds == 0 {
+        return Err(DemoError::Stage {
+            stage: "options".into(),
+            message: "--seeds 0: the post-training rows need at least one seed".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses `--seeds 0` and a seed count whose estimate is over `budget_minutes`, saying the
 /// estimate and the most seeds that fit; else returns the estimate.
 pub fn check_budget(options: &DemoOptions, budget_minutes: f64) -> Result<DemoEstimate, DemoError> {
@@ -96,11 +107,7 @@ pub fn check_budget(options: &DemoOptions, budget_minutes: f64) -> Result<DemoEs
             "--max-minutes {budget_minutes}: the time budget must be a positive number of minutes"
         )));
     }
-    if options.seeds == 0 {
-        return Err(refuse(
-            "--seeds 0: the post-training rows need at least one seed".into(),
-        ));
-    }
+    check_seeds(options)?;
     let estimate = estimate(options);
     let budget = budget_minutes * 60.0;
     if estimate.total_seconds() > budget {

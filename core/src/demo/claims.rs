@@ -144,25 +144,22 @@ pub fn every_task(
             Some((column.as_str(), compare(&paper, &base).0, paper, base))
         })
         .collect::<Option<_>>()?;
-    let listed = |wanted: &dyn Fn(Verdict) -> bool| -> Vec<String> {
+    type Scored<'a> = (&'a str, Verdict, Spread, Spread);
+    let listed = |wanted: &dyn Fn(&Scored) -> bool| -> Vec<String> {
         scored
             .iter()
-            .filter(|(_, verdict, _, _)| wanted(*verdict))
+            .filter(|task| wanted(task))
             .map(|(column, _, paper, base)| format!("{column} {} vs {}", paper.text(), base.text()))
             .collect()
     };
     let (verdict, detail) = if scored.iter().any(|s| s.1 == Verdict::DoesNotHold) {
-        let below = listed(&|v| v == Verdict::DoesNotHold);
+        let below = listed(&|task| task.1 == Verdict::DoesNotHold);
         (
             Verdict::DoesNotHold,
             format!("below the base: {}", below.join(", ")),
         )
     } else if scored.iter().any(|s| s.1 == Verdict::OneSeed) {
-        let not_ahead: Vec<String> = scored
-            .iter()
-            .filter(|(_, _, paper, base)| paper.mean <= base.mean)
-            .map(|(column, _, paper, base)| format!("{column} {} vs {}", paper.text(), base.text()))
-            .collect();
+        let not_ahead = listed(&|task| task.2.mean <= task.3.mean);
         let detail = if not_ahead.is_empty() {
             "ahead of the base on every task, spread unmeasured".to_string()
         } else {
@@ -173,7 +170,7 @@ pub fn every_task(
         };
         (Verdict::OneSeed, detail)
     } else if scored.iter().any(|s| s.1 == Verdict::Tie) {
-        let ties = listed(&|v| v == Verdict::Tie);
+        let ties = listed(&|task| task.1 == Verdict::Tie);
         (
             Verdict::Tie,
             format!("within the spread of the base: {}", ties.join(", ")),

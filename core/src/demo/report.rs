@@ -161,12 +161,24 @@ fn judge_score_line(judge: &Value) -> Option<String> {
     ))
 }
 
-/// A domain's table (markdown), its chart rows, and its claims.
+/// What a domain contributes to the report.
+struct DomainSection {
+    /// The table (markdown).
+    markdown: String,
+    /// The chart's group names, one per table column.
+    columns: Vec<String>,
+    /// The chart's rows.
+    bars: Vec<BarRow>,
+    /// The domain's claims.
+    findings: Vec<Finding>,
+}
+
+/// A domain's table, chart rows and claims.
 fn domain_section(
     input: &ReportInput<'_>,
     kind: DomainKind,
     rows: Option<&BTreeMap<String, Value>>,
-) -> (String, Vec<BarRow>, Vec<Finding>) {
+) -> DomainSection {
     let name = kind.name();
     let columns = columns_of(input.out, kind);
     let keys: Vec<(String, String)> = columns
@@ -240,7 +252,12 @@ fn domain_section(
     .into_iter()
     .flatten()
     .collect();
-    (md, bars, findings)
+    DomainSection {
+        markdown: md,
+        columns: columns.iter().map(Column::name).collect(),
+        bars,
+        findings,
+    }
 }
 
 /// The lines under a domain's table: rows left untrained, the filter's labels, the synthesis
@@ -311,17 +328,14 @@ fn build_report(
     let mut findings = Vec::new();
     for kind in domains {
         let name = kind.name();
-        let (mut md, bars, claims) = domain_section(input, *kind, table.get(name));
-        findings.extend(claims);
+        let section = domain_section(input, *kind, table.get(name));
+        let mut md = section.markdown;
+        findings.extend(section.findings);
         if let Some(filter) = state.finished.get(&format!("{name}/filter")) {
             findings.extend(degenerate_filter_note(name, filter));
         }
         md.push_str(&domain_notes(state, name));
-        let columns: Vec<String> = columns_of(input.out, *kind)
-            .iter()
-            .map(Column::name)
-            .collect();
-        let chart = match render_score_chart(name, &columns, &bars) {
+        let chart = match render_score_chart(name, &section.columns, &section.bars) {
             Ok(png) => {
                 let file = chart_file(name);
                 write_atomic(&input.out.join(&file), &png).map_err(|e| DemoError::Stage {

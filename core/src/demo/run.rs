@@ -35,6 +35,7 @@ use burn::tensor::{DType, Device};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::budget::check_seeds;
 use super::domains::{
     DomainKind, Split, benchmark_tasks, generate_samples, write_domain, write_task_files,
 };
@@ -798,12 +799,7 @@ pub fn run_demo(
         (GeneralSource::Prebuilt, Some(models)) => Some(models),
         _ => None,
     };
-    if options.seeds == 0 {
-        return Err(DemoError::Stage {
-            stage: "options".into(),
-            message: "--seeds 0: the post-training rows need at least one seed".into(),
-        });
-    }
+    check_seeds(options)?;
     if matches!(options.general, GeneralSource::Build { .. }) && !options.domains.is_empty() {
         return Err(DemoError::Stage {
             stage: "options".into(),

@@ -69,7 +69,8 @@ impl Spread {
 
 /// Combines one row's evaluation summaries, one per seed (`(seed, {task: {score, metric,
 /// all}})`), into one summary per task: `all` holds each score's mean over the seeds, `sd`
-/// its standard deviation (null with one seed of a seeded row), `seeds` each seed's scores.
+/// its standard deviation (null with one seed of a seeded row), `seeded` whether a seed could
+/// change the row, `seeds` each seed's scores.
 pub fn combine_seed_scores(runs: &[(u64, Value)], seeded: bool) -> Value {
     let mut combined = Map::new();
     let Some((_, first)) = runs.first() else {
@@ -107,6 +108,7 @@ pub fn combine_seed_scores(runs: &[(u64, Value)], seeded: bool) -> Value {
                 "metric": summary["metric"],
                 "all": means,
                 "sd": sds,
+                "seeded": seeded,
                 "seeds": per_seed,
             }),
         );
@@ -150,14 +152,9 @@ fn seed_values(row: &Value, task: &str, key: &str) -> Option<Vec<f64>> {
     (!values.is_empty()).then_some(values)
 }
 
-/// A row is seeded unless it recorded a zero spread from a single evaluation (the general base).
+/// Whether another seed could have changed a row's `task` cell (false for the general base).
 fn row_is_seeded(row: &Value, task: &str) -> bool {
-    let cell = &row[task];
-    let single = cell["seeds"].as_array().is_some_and(|s| s.len() == 1);
-    let zero = cell["sd"]
-        .as_object()
-        .is_some_and(|sd| sd.values().all(|v| v.as_f64() == Some(0.0)));
-    !(single && zero)
+    row[task]["seeded"].as_bool().unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -199,6 +196,7 @@ mod tests {
         let sd = row["vqa"]["sd"]["closed"].as_f64().unwrap();
         assert!((sd - 200f64.sqrt()).abs() < 1e-12, "{sd}");
         assert_eq!(row["vqa"]["seeds"][1]["seed"], 1);
+        assert_eq!(row["vqa"]["seeded"], true);
         let cell = cell_spread(&row, "vqa", "open").unwrap();
         assert_eq!((cell.mean, cell.n), (15.0, 2));
         // Row means per seed: (10+50)/2 = 30 and (20+70)/2 = 45.
